@@ -1,0 +1,14 @@
+"""codec: model-agnostic bits-back ANS coding over constriction (numpy + constriction only).
+
+A codec is a push/pop pair on an `AnsStack` (see core.py for decode order); leaves.py holds the
+entropy models, grid.py the latent bin grid. Nothing here knows about images or networks.
+"""
+from .core import BitsBack, Codec, Dependent, Serial
+from .grid import DEFAULT_GRID, BinGrid
+from .leaves import (Bernoulli, Categorical, DiscretisedGaussian, DiscretisedMixture, Uniform,
+                     sanitise_table)
+from .stack import WORD_BITS, AnsStack, CodecError, StackUnderflowError
+
+__all__ = ["AnsStack", "BinGrid", "DEFAULT_GRID", "Bernoulli", "BitsBack", "Categorical",
+           "Codec", "CodecError", "Dependent", "DiscretisedGaussian", "DiscretisedMixture",
+           "Serial", "StackUnderflowError", "Uniform", "WORD_BITS", "sanitise_table"]
