@@ -5,10 +5,10 @@ entropy models, grid.py the latent bin grid. Nothing here knows about images or 
 """
 from .core import BitsBack, Codec, Dependent, Serial
 from .grid import DEFAULT_GRID, BinGrid
-from .leaves import (Bernoulli, Categorical, DiscretisedGaussian, DiscretisedMixture, Uniform,
-                     sanitise_table)
+from .leaves import (Bernoulli, Categorical, DiscretisedDiagonalMixture, DiscretisedGaussian,
+                     DiscretisedMixture, Uniform, sanitise_table)
 from .stack import WORD_BITS, AnsStack, CodecError, StackUnderflowError
 
 __all__ = ["AnsStack", "BinGrid", "DEFAULT_GRID", "Bernoulli", "BitsBack", "Categorical",
-           "Codec", "CodecError", "Dependent", "DiscretisedGaussian", "DiscretisedMixture",
+           "Codec", "CodecError", "Dependent", "DiscretisedDiagonalMixture", "DiscretisedGaussian", "DiscretisedMixture",
            "Serial", "StackUnderflowError", "Uniform", "WORD_BITS", "sanitise_table"]

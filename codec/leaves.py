@@ -10,6 +10,7 @@ clamped, tables renormalised) so that no input can make constriction fail, and e
     Categorical(probs)                  K-way symbols (e.g. 256 sub-pixel values), tables (..., K)
     DiscretisedGaussian(mean, std)      a Gaussian on the latent BinGrid (q(z|x) in ACN)
     DiscretisedMixture(w, means, sc)    a Gaussian mixture per dimension on the same grid (prior)
+    DiscretisedDiagonalMixture(...)     a D-dim diagonal Gaussian mixture, dimension by dimension
     Uniform(size)                       integers in [0, size), size < 2**24 (headers, indices)
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ from .grid import BinGrid, DEFAULT_GRID
 from .normal import normal_bin_masses
 from .stack import AnsStack, CodecError
 
-__all__ = ["Bernoulli", "Categorical", "DiscretisedGaussian", "DiscretisedMixture", "Uniform",
-           "BERNOULLI_P_MIN", "CATEGORICAL_FLOOR"]
+__all__ = ["Bernoulli", "Categorical", "DiscretisedGaussian", "DiscretisedMixture",
+           "DiscretisedDiagonalMixture", "Uniform", "BERNOULLI_P_MIN", "CATEGORICAL_FLOOR"]
 
 _model = constriction.stream.model
 
@@ -230,3 +231,59 @@ class Uniform(Codec):
 
     def info_bits(self, symbols) -> np.ndarray:
         return np.log2(self.size.astype(np.float64)) + 0 * np.asarray(symbols)
+
+
+class DiscretisedDiagonalMixture(Codec):
+    """n vectors z (n, D) from one mixture of K diagonal Gaussians on a BinGrid.
+
+    Coded one dimension at a time, exactly: p(z) = prod_d p(z_d | z_<d) with
+    p(z_d | z_<d) = sum_k w_k(z_<d) P_kd(z_d) and w_k proportional to pi_k prod_{d'<d} P_kd'(z_d'),
+    where P_kd is component k's bin mass in dimension d. `push` and `pop` build the conditional
+    tables with the same operations in the same order, so they agree bit for bit.
+    """
+
+    def __init__(self, weights, means, scales, n: int, grid: BinGrid = DEFAULT_GRID):
+        means, scales = _finite(means, "mixture means"), _finite(scales, "mixture scales")
+        k, d = means.shape
+        if scales.shape != (k, d) or np.shape(weights) != (k,):
+            raise CodecError("weights (K,), means and scales (K, D) expected")
+        w = grid.width
+        self.log_pi = np.log(sanitise_table(weights) if k > 1 else np.ones(1))
+        mass = _gaussian_table(np.clip(means, -2 * grid.range, 2 * grid.range)[..., None],
+                               np.clip(scales, w / 16, w * 2.0 ** 20)[..., None],
+                               np.ones((k, d, 1)), grid)                  # (K, D, n_bins)
+        self.mass = mass
+        self.log_mass = np.log(np.maximum(mass, 1e-300))
+        self.n, self.D, self.grid = n, d, grid
+        self.shape = (n, d)
+
+    def _leaf(self, d: int, log_w: np.ndarray) -> Categorical:
+        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))               # (n, K)
+        return Categorical(w @ self.mass[:, d, :], offset=-self.grid.half_bins)
+
+    def _update(self, log_w, d, z_d):
+        return log_w + self.log_mass[:, d, z_d + self.grid.half_bins].T    # (n, K)
+
+    def _leaves(self, z):
+        log_w = np.broadcast_to(self.log_pi, (self.n, self.log_pi.size))
+        for d in range(self.D):
+            yield self._leaf(d, log_w)
+            log_w = self._update(log_w, d, z[:, d])
+
+    def push(self, stack, symbols) -> None:
+        z = _check_symbols(symbols, self.shape, -self.grid.half_bins, self.grid.half_bins)
+        leaves = list(self._leaves(z))
+        for d in reversed(range(self.D)):
+            leaves[d].push(stack, z[:, d])
+
+    def pop(self, stack) -> np.ndarray:
+        z = np.zeros(self.shape, dtype=np.int64)
+        log_w = np.broadcast_to(self.log_pi, (self.n, self.log_pi.size))
+        for d in range(self.D):
+            z[:, d] = self._leaf(d, log_w).pop(stack)
+            log_w = self._update(log_w, d, z[:, d])
+        return z
+
+    def info_bits(self, symbols) -> np.ndarray:
+        z = _check_symbols(symbols, self.shape, -self.grid.half_bins, self.grid.half_bins)
+        return np.stack([leaf.info_bits(z[:, d]) for d, leaf in enumerate(self._leaves(z))], 1)
