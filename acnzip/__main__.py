@@ -1,0 +1,4 @@
+"""python -m acnzip: the command line."""
+from .cli import main
+
+main(prog_name="acnzip")

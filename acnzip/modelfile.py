@@ -1,0 +1,84 @@
+"""The trained model file (`acnzip train -o MODEL.pt`): what it holds and how to load it.
+
+A torch.save'd dict of tensors, numbers, strings, lists and dicts only, loaded with
+torch.load(weights_only=True) so a model file (possibly embedded in an archive) can never run
+code. Keys:
+
+    format, version        "acnzip-model", 1
+    model_config           ModelConfig.to_dict()
+    train_config           TrainConfig.to_dict()
+    weights                state dict of the ACN with the Polyak-averaged weights
+    gmm                    unconditional p(z): {weights (K,), means (K, D), variances (K, D)}
+    metadata               command, seed, wall time, machine, steps, final validation, ...
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write_bytes
+from .config import ModelConfig, TrainConfig
+from .errors import AcnzipError
+from .gmm import DiagonalGMM
+from .nn import ACN
+
+__all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT"]
+
+MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
+
+
+class ModelFileError(AcnzipError):
+    """Not a readable acnzip model file."""
+
+
+@dataclass
+class ModelFile:
+    model: ACN                  # in eval mode, averaged weights
+    gmm: DiagonalGMM            # unconditional p(z)
+    train_config: TrainConfig
+    metadata: dict
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def model_bytes(model: ACN, train_config: TrainConfig, gmm: DiagonalGMM, metadata: dict) -> bytes:
+    """The model file's bytes (weights moved to the CPU)."""
+    blob = {"format": MODEL_FORMAT, "version": MODEL_VERSION,
+            "model_config": model.config.to_dict(), "train_config": train_config.to_dict(),
+            "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "gmm": gmm.to_dict(), "metadata": metadata}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
+def save_model(path: Path, model: ACN, train_config: TrainConfig, gmm: DiagonalGMM,
+               metadata: dict) -> None:
+    """Write the model file atomically (temporary file + os.replace)."""
+    atomic_write_bytes(Path(path), model_bytes(model, train_config, gmm, metadata))
+
+
+def load_model(path, device: str | torch.device = "cpu") -> ModelFile:
+    """Read a model file (a path, or the bytes themselves) -> ModelFile."""
+    try:
+        src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
+        blob = torch.load(src, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise ModelFileError(f"{path if not isinstance(path, bytes) else 'model'}: not a "
+                             f"readable acnzip model ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not an acnzip model file")
+    if blob.get("version") != MODEL_VERSION:
+        raise ModelFileError(f"{path}: model file version {blob.get('version')} is not "
+                             f"supported (this acnzip reads version {MODEL_VERSION})")
+    model = ACN(ModelConfig.from_dict(blob["model_config"])).to(device)
+    model.load_state_dict(blob["weights"])
+    return ModelFile(model.eval(), DiagonalGMM.from_dict(blob["gmm"]),
+                     TrainConfig.from_dict(blob["train_config"]), blob["metadata"])

@@ -1,0 +1,50 @@
+"""ACN: encoder q(z|x) = N(c, I), prior p(z|c_hat), decoder r(x|z); the loss in nats/image."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .encoder import Encoder
+from .pixelcnn import GatedPixelCNN
+from .prior import Prior, kl_estimate
+
+__all__ = ["ACN", "LossTerms"]
+
+
+class LossTerms(NamedTuple):
+    """Per-image terms, each (B,), in nats: loss = kl + recon."""
+    kl: torch.Tensor      # single-sample estimate of KL(q(z|x) || p(z|c_hat))
+    recon: torch.Tensor   # -log r(x|z)
+    code: torch.Tensor    # c (B, D), the encoder output
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.kl + self.recon
+
+
+class ACN(nn.Module):
+    """The three networks and the config they were built from."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.prior = Prior(cfg.latent_dim, cfg.prior_components, cfg.prior_hidden,
+                           cfg.prior_layers, cfg.scale_floor)
+        self.decoder = GatedPixelCNN(cfg)
+
+    def loss(self, x: torch.Tensor, c_hat: torch.Tensor, code: torch.Tensor | None = None,
+             eps: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> LossTerms:
+        """x (B, C, H, W) raw pixels, c_hat (B, D) neighbour codes -> LossTerms (nats/image).
+
+        `code`: c if already computed (training computes it first to find c_hat); `eps` or
+        `generator`: the posterior noise, for reproducible estimates.
+        """
+        c = self.encoder(x) if code is None else code                    # (B, D)
+        kl, z = kl_estimate(c, self.prior(c_hat.detach()), eps=eps, generator=generator)
+        recon = self.decoder.nll(x, self.decoder(x, z))                   # (B,)
+        return LossTerms(kl, recon, c)

@@ -1,0 +1,136 @@
+"""Gated PixelCNN decoder r(x|z) (van den Oord et al. 2016), without blind spot, conditioned on z.
+
+Layout of block l (p = k // 2, pixel (r, c), raster order, channels R -> G -> B):
+
+* Vertical stack, weight `v_conv` of shape (2F, C_in, p+1, k): v_pre_l[r, c] reads rows
+  r-p .. r and columns c-p .. c+p of its input, which is the image shifted down one row for
+  l = 0 (so x rows r-p-1 .. r-1) and v_{l-1} for l > 0. By induction v_l[r] depends only on
+  x rows < r: the vertical stack never sees the current row.
+* Horizontal stack, weight `h_conv` of shape (2F, C_in, 1, p+1): h_pre_l[r, c] reads row r,
+  columns c-p .. c of its input (x for l = 0, h_{l-1} for l > 0), plus `v_to_h` (1x1) of
+  v_pre_l[r, c] and the z projection. The centre tap (column c, kernel index p) is masked by
+  channel group: feature maps are split into C contiguous groups (group of map j is j*C // F)
+  and output group g may read input group i at the centre only if i < g (type A, block 0,
+  input = image channels) or i <= g (type B, later blocks). For C = 1 type A removes the centre.
+* Gates: pre-activations are 2F maps, out = tanh(pre[:F]) * sigmoid(pre[F:]); map j and F+j
+  share a group. Horizontal output = h_in + `h_res` (1x1, type B) of the gate (no residual in
+  block 0, whose input has C channels).
+* z enters every block through `v_cond` and `h_cond`, Linear(D, 2F), added to the pre-activations.
+* Head: relu -> 1x1 (F -> F, type B) -> relu -> 1x1 (F -> C*V, type B; logits of channel g
+  form group g), V = 1 (Bernoulli logit) for binary images, 256 otherwise.
+
+So the logits at (r, c, channel g) depend on x rows < r, row r columns < c, and channels < g
+of pixel (r, c). For a cached step-by-step evaluation: when row r-1 is complete, run the
+vertical convs of every block for row r (each needs the last p+1 rows of its input);
+then per pixel, each block's horizontal conv needs the last p+1 columns of its input row.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .encoder import scale_pixels
+
+__all__ = ["GatedPixelCNN", "GatedBlock", "channel_groups", "centre_mask"]
+
+
+def channel_groups(n: int, channels: int) -> torch.Tensor:
+    """Group (colour channel) of each of n feature maps: contiguous blocks, (n,) long."""
+    return torch.arange(n) * channels // n
+
+
+def centre_mask(out_groups: torch.Tensor, in_groups: torch.Tensor, strict: bool) -> torch.Tensor:
+    """(out, in) float mask: 1 where output group may read input group at the same pixel."""
+    o, i = out_groups[:, None], in_groups[None, :]
+    return ((i < o) if strict else (i <= o)).float()
+
+
+def _gate(pre: torch.Tensor) -> torch.Tensor:
+    """(B, 2F, H, W) -> (B, F, H, W): tanh(first half) * sigmoid(second half)."""
+    a, b = pre.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedBlock(nn.Module):
+    """One gated block of both stacks; see the module docstring for what each weight reads."""
+
+    def __init__(self, in_ch: int, filters: int, kernel: int, latent_dim: int, channels: int,
+                 first: bool):
+        super().__init__()
+        p, f2 = kernel // 2, 2 * filters
+        self.p, self.first = p, first
+        self.v_conv = nn.Conv2d(in_ch, f2, (p + 1, kernel))
+        self.h_conv = nn.Conv2d(in_ch, f2, (1, p + 1))
+        self.v_to_h = nn.Conv2d(f2, f2, 1)
+        self.h_res = nn.Conv2d(filters, filters, 1)
+        self.v_cond = nn.Linear(latent_dim, f2)
+        self.h_cond = nn.Linear(latent_dim, f2)
+        groups = channel_groups(filters, channels)                      # (F,)
+        in_groups = torch.arange(channels) if first else groups
+        h_mask = torch.ones(f2, in_ch, 1, p + 1)
+        h_mask[:, :, 0, p] = centre_mask(groups.repeat(2), in_groups, strict=first)
+        self.register_buffer("h_mask", h_mask, persistent=False)
+        self.register_buffer("res_mask", centre_mask(groups, groups, False)[:, :, None, None],
+                             persistent=False)
+
+    def forward(self, v, h, z):
+        """v, h (B, C_in, H, W); z (B, D) -> v, h (B, F, H, W)."""
+        p = self.p
+        v_pre = F.conv2d(F.pad(v, (p, p, p, 0)), self.v_conv.weight, self.v_conv.bias)
+        v_pre = v_pre + self.v_cond(z)[:, :, None, None]                 # (B, 2F, H, W)
+        h_pre = F.conv2d(F.pad(h, (p, 0, 0, 0)), self.h_conv.weight * self.h_mask,
+                         self.h_conv.bias)
+        h_pre = h_pre + self.v_to_h(v_pre) + self.h_cond(z)[:, :, None, None]
+        h_out = F.conv2d(_gate(h_pre), self.h_res.weight * self.res_mask, self.h_res.bias)
+        if not self.first:
+            h_out = h + h_out                                            # residual
+        return _gate(v_pre), h_out
+
+
+class GatedPixelCNN(nn.Module):
+    """Autoregressive decoder: forward(x, z) -> logits; nll(x, logits) -> nats per image."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        C, Fm = cfg.channels, cfg.pixelcnn_filters
+        self.binary, self.C = cfg.binary, C
+        self.V = 1 if cfg.binary else 256
+        self.blocks = nn.ModuleList(
+            GatedBlock(C if i == 0 else Fm, Fm, cfg.pixelcnn_kernel, cfg.latent_dim, C, i == 0)
+            for i in range(cfg.pixelcnn_blocks))
+        self.out1 = nn.Conv2d(Fm, Fm, 1)
+        self.out2 = nn.Conv2d(Fm, C * self.V, 1)
+        groups = channel_groups(Fm, C)
+        self.register_buffer("out1_mask", centre_mask(groups, groups, False)[:, :, None, None],
+                             persistent=False)
+        out_groups = torch.arange(C * self.V) // self.V
+        self.register_buffer("out2_mask", centre_mask(out_groups, groups, False)[:, :, None, None],
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) raw pixels, z (B, D) -> logits.
+
+        Binary: (B, C, H, W) Bernoulli logits. 8-bit: (B, C, H, W, 256) categorical logits.
+        """
+        x = scale_pixels(x, self.binary)
+        v = F.pad(x, (0, 0, 1, 0))[:, :, :-1]                  # v[r] = x[r-1], row 0 zeros
+        h = x
+        for block in self.blocks:
+            v, h = block(v, h, z)
+        o = F.relu(F.conv2d(F.relu(h), self.out1.weight * self.out1_mask, self.out1.bias))
+        o = F.conv2d(o, self.out2.weight * self.out2_mask, self.out2.bias)  # (B, C*V, H, W)
+        if self.binary:
+            return o
+        B, _, H, W = o.shape
+        return o.view(B, self.C, self.V, H, W).permute(0, 1, 3, 4, 2)
+
+    def nll(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """-log r(x|z) in nats per image: x (B, C, H, W) raw pixels -> (B,)."""
+        if self.binary:
+            nats = F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none")
+        else:
+            nats = F.cross_entropy(logits.reshape(-1, self.V), x.reshape(-1).long(),
+                                   reduction="none")
+        return nats.view(x.shape[0], -1).sum(1)

@@ -1,0 +1,149 @@
+"""compress/decompress end to end on real digits: pixel-exact, deterministic, and refusing bad
+input with a clear error while leaving nothing behind."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acnzip import api
+from acnzip.archive import ArchiveError
+from acnzip.atomic import OutputExistsError
+from acnzip.data import DataError
+
+from .conftest import make_model_file
+
+
+def decompress_in_new_process(archive, outdir, model, *extra):
+    """Bob runs in a separate process from Alice."""
+    code = ("import sys; from acnzip import api; "
+            f"api.decompress({str(archive)!r}, {str(outdir)!r}, model={str(model)!r}, "
+            f"quiet=True{''.join(', ' + e for e in extra)})")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_array_roundtrip_is_pixel_exact_in_a_separate_process(tmp_path, binary_model,
+                                                               mnist_subset, suffix):
+    src = tmp_path / f"digits{suffix}"
+    if suffix == ".npy":
+        np.save(src, mnist_subset * 255)                       # {0, 255} is binary too
+    else:
+        np.savez(src, x=mnist_subset)
+    report = api.compress(src, tmp_path / "a.acn", model=binary_model, quiet=True)
+    assert report["n_images"] == 40 and report["payload_overhead_pct"] < 2.0
+    done = decompress_in_new_process(tmp_path / "a.acn", tmp_path / "out", binary_model)
+    assert done.returncode == 0, done.stderr
+    if suffix == ".npy":
+        back = np.load(tmp_path / "out" / src.name)
+        assert back.dtype == np.uint8 and np.array_equal(back, mnist_subset * 255)
+    else:
+        assert np.array_equal(np.load(tmp_path / "out" / src.name)["x"], mnist_subset)
+
+
+def test_png_folder_roundtrip_keeps_names_and_modes(tmp_path, binary_model, mnist_subset):
+    src = tmp_path / "pngs"
+    for i, img in enumerate(mnist_subset[:12]):
+        sub = src / ("odd" if i % 2 else "even")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img * 255).save(sub / f"digit{i}.png")
+    api.compress(src, tmp_path / "p.acn", model=binary_model, quiet=True)
+    done = decompress_in_new_process(tmp_path / "p.acn", tmp_path / "out", binary_model)
+    assert done.returncode == 0, done.stderr
+    for path in src.rglob("*.png"):
+        back = Image.open(tmp_path / "out" / path.relative_to(src))
+        orig = Image.open(path)
+        assert back.mode == orig.mode and np.array_equal(np.asarray(back), np.asarray(orig))
+
+
+def test_order_set_restores_the_set_and_saves_the_permutation(tmp_path, binary_model,
+                                                              mnist_subset):
+    np.save(tmp_path / "d.npy", mnist_subset)
+    keep = api.compress(tmp_path / "d.npy", tmp_path / "k.acn", model=binary_model, quiet=True)
+    as_set = api.compress(tmp_path / "d.npy", tmp_path / "s.acn", model=binary_model,
+                          order="set", quiet=True)
+    assert as_set["order_bits"] == 0 and keep["order_bits"] > 150       # log2 40! = 159.2
+    for r in (keep, as_set):      # each payload = its own bound (order included) + initial bits
+        bound_bits = r["bound_nats_per_image"] * r["n_images"] / np.log(2)
+        assert abs(8 * r["payload_bytes"] - bound_bits - r["initial_bits"]) <= 64 + 1e-3 * bound_bits
+    api.decompress(tmp_path / "s.acn", tmp_path / "out", model=binary_model, quiet=True)
+    back = np.load(tmp_path / "out" / "d.npy")
+    key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))
+    assert key(back) == key(mnist_subset)
+
+
+def test_compressing_twice_gives_identical_bytes(tmp_path, binary_model, mnist_subset):
+    np.save(tmp_path / "d.npy", mnist_subset)
+    api.compress(tmp_path / "d.npy", tmp_path / "1.acn", model=binary_model, quiet=True)
+    api.compress(tmp_path / "d.npy", tmp_path / "2.acn", model=binary_model, quiet=True)
+    assert (tmp_path / "1.acn").read_bytes() == (tmp_path / "2.acn").read_bytes()
+
+
+def test_other_thread_count_decodes_exactly_or_refuses(tmp_path, binary_model, mnist_subset):
+    np.save(tmp_path / "d.npy", mnist_subset)
+    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=binary_model, quiet=True)
+    done = decompress_in_new_process(tmp_path / "a.acn", tmp_path / "out", binary_model,
+                                     "threads=2")
+    if done.returncode == 0:
+        assert np.array_equal(np.load(tmp_path / "out" / "d.npy"), mnist_subset)
+    else:
+        assert "fingerprint mismatch" in done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def archive(tmp_path, binary_model, mnist_subset):
+    np.save(tmp_path / "d.npy", mnist_subset[:10])
+    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=binary_model, quiet=True)
+    return tmp_path / "a.acn"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[: len(d) // 2], "truncated"),
+    (lambda d: d[:-9] + bytes([d[-9] ^ 0x10]) + d[-8:], "corrupt"),
+    (lambda d: d[:100] + bytes([d[100] ^ 0xFF]) + d[101:], "corrupt"),
+])
+def test_damaged_archive_is_refused_and_nothing_written(tmp_path, archive, binary_model,
+                                                        damage, message):
+    archive.write_bytes(damage(archive.read_bytes()))
+    with pytest.raises(ArchiveError, match=message):
+        api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_model_is_refused(tmp_path, archive):
+    other = make_model_file(tmp_path / "other.pt", seed=1)
+    with pytest.raises(api.CompressError, match="wrong model"):
+        api.decompress(archive, tmp_path / "out", model=other, quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_for_other_images_is_refused(tmp_path, mnist_subset):
+    rgb = make_model_file(tmp_path / "rgb.pt", channels=3, size=28, binary=False)
+    np.save(tmp_path / "d.npy", mnist_subset)
+    with pytest.raises(api.CompressError, match="8-bit 28x28x3 images, the data are binary"):
+        api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=rgb, quiet=True)
+    assert not (tmp_path / "a.acn").exists()
+
+
+def test_mixed_sizes_and_unreadable_files_are_refused(tmp_path, binary_model):
+    src = tmp_path / "pngs"
+    src.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(src / "a.png")
+    Image.fromarray(np.zeros((20, 28), np.uint8)).save(src / "b.png")
+    with pytest.raises(DataError, match="all images must have one size"):
+        api.compress(src, tmp_path / "a.acn", model=binary_model, quiet=True)
+    (src / "b.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read image b.png"):
+        api.compress(src, tmp_path / "a.acn", model=binary_model, quiet=True)
+    assert not (tmp_path / "a.acn").exists()
+
+
+def test_existing_output_is_not_overwritten_without_force(tmp_path, archive, binary_model):
+    before = archive.read_bytes()
+    with pytest.raises(OutputExistsError, match="-f"):
+        api.compress(tmp_path / "d.npy", archive, model=binary_model, quiet=True)
+    assert archive.read_bytes() == before
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputExistsError):
+        api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
