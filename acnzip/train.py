@@ -219,11 +219,17 @@ class Trainer:
             raise TrainError(f"the loss became {loss.item()} at step {self.progress.step + 1}; "
                              "try a smaller --lr or resume from an earlier checkpoint")
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (self.kl_weight() * t.kl.mean() + t.recon.mean()).backward()
         self.opt.step()
         self.polyak.update(self.model)
         self.progress.step += 1
         return loss.item(), t.kl.mean().item(), t.recon.mean().item()
+
+    def kl_weight(self) -> float:
+        """beta of the KL term for the coming step: rises linearly from 0 to 1 over the first
+        `kl_warmup` steps (keeps the PixelCNN from learning to ignore z early), then 1."""
+        w = self.tc.kl_warmup
+        return 1.0 if w <= 0 else min(1.0, (self.progress.step + 1) / w)
 
     def validate(self) -> dict | None:
         """Polyak-averaged model on the validation subset, c_hat from the training store."""

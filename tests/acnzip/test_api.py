@@ -147,3 +147,35 @@ def test_existing_output_is_not_overwritten_without_force(tmp_path, archive, bin
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputExistsError):
         api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def grey_model(tmp_path_factory, shared_datasets):
+    """A tiny 256-way model trained briefly on real 8-bit MNIST (a real, if weak, model)."""
+    from acnzip.data import load_array
+    from acnzip.train import RunOptions, train
+    with np.load(shared_datasets / "mnist" / "mnist.npz") as z:
+        x = z["x_train"][:512]
+    work = tmp_path_factory.mktemp("grey")
+    np.save(work / "train.npy", x)
+    out = work / "grey.pt"
+    train(load_array(work / "train.npy"), out, config="tiny", device="cpu",
+          opts=RunOptions(max_steps=20, progress=False, log=lambda m: None))
+    return out
+
+
+def test_grey_mnist_png_roundtrip_with_a_trained_8bit_model(tmp_path, grey_model,
+                                                            shared_datasets):
+    with np.load(shared_datasets / "mnist" / "mnist.npz") as z:
+        grey = z["x_test"][:10]
+    src = tmp_path / "grey"
+    src.mkdir()
+    for i, img in enumerate(grey):
+        Image.fromarray(img, mode="L").save(src / f"{i}.png")
+    r = api.compress(src, tmp_path / "g.acn", model=grey_model, quiet=True)
+    assert r["recon_nats"] / (784 * np.log(2)) < 7.9 and r["payload_overhead_pct"] < 2.0
+    done = decompress_in_new_process(tmp_path / "g.acn", tmp_path / "out", grey_model)
+    assert done.returncode == 0, done.stderr
+    for i, img in enumerate(grey):
+        back = Image.open(tmp_path / "out" / f"{i}.png")
+        assert back.mode == "L" and np.array_equal(np.asarray(back), img)

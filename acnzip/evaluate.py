@@ -1,0 +1,138 @@
+"""The ACN paper's Table 2 on a dataset treated as its own set (section 3.3), in nats per image.
+
+Every KL is the single-sample estimate log q(z|x) - log p(z) at z = c + eps (unbiased; the same
+eps per image for every prior, so differences between rows are not noise in eps), which is also
+the net bits-back cost of coding that z. Reconstruction is -log r(x|z) at that same z.
+
+- kl_k1, kl_k5, kl_k10: the prior p(z|c_hat) with c_hat drawn uniformly among the K nearest
+  codes of the set, never the image's own (section 3.3);
+- kl_tour: along the greedy nearest-unvisited-neighbour tour, each image conditioned on its
+  predecessor's code, the tour's first image under the unconditional p(z);
+- kl_uncond: under the unconditional p(z) (the GMM fitted after training);
+- ordered = kl_tour + recon (what compress --order set approaches), unordered = kl_uncond + recon.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .codestore import CodeStore
+from .data import load_dataset
+from .gmm import DiagonalGMM
+from .modelfile import load_model
+from .nn import ACN
+from .tour import greedy_tour
+
+__all__ = ["table2", "evaluate_model", "conditional_kl", "unconditional_kl", "tour_kl",
+           "TABLE2_ROWS"]
+
+LN2 = math.log(2)
+TABLE2_ROWS = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
+               "unordered")
+
+
+def _log_q(eps: torch.Tensor) -> np.ndarray:
+    """log N(c + eps; c, I) in nats per row, float64 (N,)."""
+    e = eps.double().numpy()
+    return -0.5 * (e ** 2 + math.log(2 * math.pi)).sum(1)
+
+
+@torch.no_grad()
+def conditional_kl(model: ACN, codes: torch.Tensor, cond: torch.Tensor, eps: torch.Tensor,
+                   batch: int = 1024) -> np.ndarray:
+    """KL estimate (N,) in nats of q(z|x_i) = N(codes_i, I) against p(z | cond_i)."""
+    from .nn.prior import mixture_log_prob
+    out = []
+    for i in range(0, len(codes), batch):
+        z = codes[i:i + batch] + eps[i:i + batch]
+        log_p = mixture_log_prob(z, model.prior(cond[i:i + batch]))
+        out.append(_log_q(eps[i:i + batch]) - log_p.double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def unconditional_kl(gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor) -> np.ndarray:
+    """KL estimate (N,) in nats of q(z|x_i) against the unconditional p(z)."""
+    z = (codes.double() + eps.double()).numpy()
+    return _log_q(eps) - gmm.log_prob(z)
+
+
+def tour_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor,
+            tour: np.ndarray) -> np.ndarray:
+    """KL estimate (N,) in nats along `tour` (image order): each image conditioned on the code
+    of its predecessor on the tour, the first one on the unconditional p(z)."""
+    kl = np.empty(len(codes))
+    t = torch.from_numpy(np.asarray(tour, dtype=np.int64))
+    first = t[:1]
+    kl[tour[:1]] = unconditional_kl(gmm, codes[first], eps[first])
+    kl[tour[1:]] = conditional_kl(model, codes[t[1:]], codes[t[:-1]], eps[t[1:]])
+    return kl
+
+
+@torch.no_grad()
+def _codes_and_recon(model: ACN, pixels: np.ndarray, eps: torch.Tensor, batch: int,
+                     quiet: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Encoder means (N, D) and -log r(x|z) (N,) in nats at z = c + eps, one full pass each."""
+    codes, recon = [], []
+    for i in tqdm(range(0, len(pixels), batch), desc="eval", unit="batch", disable=quiet,
+                  leave=False):
+        x = torch.from_numpy(pixels[i:i + batch])
+        c = model.encoder(x)
+        codes.append(c)
+        recon.append(model.decoder.nll(x, model.decoder(x, c + eps[i:i + batch])).double().numpy())
+    return torch.cat(codes), np.concatenate(recon)
+
+
+def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int = 0,
+                   batch: int = 256, quiet: bool = True) -> dict:
+    """Table 2 for `pixels` (N, C, H, W) uint8 as the model sees them; nats per image."""
+    n = len(pixels)
+    if n < 2:
+        raise ValueError("Table 2 needs at least 2 images (neighbours, a tour)")
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn((n, model.config.latent_dim), generator=gen)             # (N, D)
+    codes, recon = _codes_and_recon(model, pixels, eps, batch, quiet)
+    store, rng = CodeStore.from_codes(codes.numpy()), np.random.default_rng(seed)
+    own = np.arange(n)
+    out = {"n_images": n}
+    for k in (1, 5, 10):
+        c_hat = torch.from_numpy(store.sample_neighbours(codes.numpy(), own, k, rng))
+        out[f"kl_k{k}"] = float(conditional_kl(model, codes, c_hat, eps).mean())
+    out["kl_tour"] = float(tour_kl(model, gmm, codes, eps, greedy_tour(codes.numpy())).mean())
+    out["kl_uncond"] = float(unconditional_kl(gmm, codes, eps).mean())
+    out["recon"] = float(recon.mean())
+    out["ordered"] = out["kl_tour"] + out["recon"]
+    out["unordered"] = out["kl_uncond"] + out["recon"]
+    dims = int(np.prod(pixels.shape[1:]))
+    out["bits_per_dim_ordered"] = out["ordered"] / (LN2 * dims)
+    out["bits_per_dim_unordered"] = out["unordered"] / (LN2 * dims)
+    out["dims_per_image"], out["seed"] = dims, seed
+    return out
+
+
+def table2(data, model=None, threads: int | None = None, seed: int = 0,
+           quiet: bool = True) -> dict:
+    """Table 2 of DATA (a path or FILE.npz:KEY) under MODEL (default: the shipped one)."""
+    from .api import _check_fits, default_model_path
+    if threads:
+        torch.set_num_threads(threads)
+    ds = load_dataset(data)
+    pixels = ds.model_pixels()
+    path = model or default_model_path(pixels.shape[1:], ds.binary)
+    mf = load_model(path)
+    _check_fits(mf, pixels.shape[1:], ds.binary, f"model {getattr(path, 'name', path)}")
+    out = evaluate_model(mf.model, mf.gmm, pixels, seed=seed, quiet=quiet)
+    out["model"] = str(path)
+    return out
+
+
+def format_table2(t: dict) -> str:
+    """The rows of Table 2 as text: nats per image and bits per dimension."""
+    dims = t["dims_per_image"]
+    lines = [f"{'':10s} {'nats/image':>11s} {'bits/dim':>9s}   ({t['n_images']} images)"]
+    for row in TABLE2_ROWS:
+        lines.append(f"{row:10s} {t[row]:11.2f} {t[row] / (LN2 * dims):9.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,429 @@
+"""`acnzip explore`: what the codes capture (ACN paper section 4; Table 3; Figures 3-6, 14).
+
+Figures (PNG, acnzip/figures.py) and summary.json written to one output folder:
+
+  reconstructions.png  real image, then decoder samples x ~ r(x|z) with z = its code c
+  samples.png          x ~ r(x|z) with z ~ p(z) (the model file's GMM), beside z ~ q(z|x) =
+                       N(c, I) of unrelated real images (what p(z) was fitted to imitate)
+  daydreams.png        chains x -> c -> z ~ p(z|c) (the prior network) -> x' ~ r(x|z) -> ...
+  neighbours.png       a query, its nearest images by code (L2), then by pixels (L2)
+  pca.png              the codes projected on their first two principal axes, by label
+  summary.json         what was drawn, PCA variance, and the linear probe (Table 3)
+
+The linear probe (multinomial logistic regression on standardised features) is trained on
+`train_data` and reported on `data`, for the codes, the raw pixels and the pixels' first 16
+principal components; it needs labels for both. Everything random is drawn from generators
+seeded by (seed, figure), so a run is reproducible bit for bit and each figure's randomness
+does not depend on the others' sizes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from . import figures as fig
+from .atomic import atomic_directory, check_output
+from .data import Dataset, load_dataset
+from .errors import AcnzipError
+from .modelfile import ModelFile, load_model
+from .nn import ACN
+from .nn.stepper import PixelStepper
+
+__all__ = ["ExploreError", "explore", "FIGURES", "load_labels", "encode", "Sampler", "sample_gmm",
+           "sample_prior", "linear_probe", "probe", "pca_basis"]
+
+# Stream numbers for the per-figure generators (seed, stream).
+_RECON, _PRIOR, _POSTERIOR, _DREAM, _NEIGHBOURS, _SCATTER = range(6)
+
+
+class ExploreError(AcnzipError):
+    """explore cannot proceed; the message says why in one line."""
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+def _torch_gen(seed: int, stream: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, stream, 1]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2 ** 63 - 1))
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def load_labels(labels, n: int, what: str = "labels") -> np.ndarray:
+    """Labels as int64 (N,): an array, a .npy file, or a .npz file (key `y`, or its only array).
+
+    `n`: the number of images they must describe.
+    """
+    y = _read_labels(Path(labels)) if isinstance(labels, (str, Path)) else np.asarray(labels)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1 or len(y) != n:
+        raise ExploreError(f"{what} have shape {y.shape}, expected ({n},): one per image")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)) or \
+            (len(y) and y.min() < 0):
+        raise ExploreError(f"{what} must be non-negative integers (dtype {y.dtype})")
+    return y.astype(np.int64)
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    """The array in a .npy file, or in a .npz file under key `y` (or its only key)."""
+    if not path.is_file():
+        raise ExploreError(f"{path}: no such labels file")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
+            if "y" in z.files or len(z.files) == 1:
+                return z["y" if "y" in z.files else z.files[0]]
+            raise ExploreError(f"{path} holds {', '.join(z.files)} and no 'y'")
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, ExploreError):
+            raise
+        raise ExploreError(f"cannot read labels {path}: {type(exc).__name__}") from None
+
+
+def _dataset(data) -> Dataset:
+    return data if isinstance(data, Dataset) else load_dataset(data)
+
+
+def _check_fits(mf: ModelFile, pixels: np.ndarray, ds: Dataset) -> None:
+    cfg = mf.config
+    if cfg.image_shape != tuple(pixels.shape[1:]) or cfg.binary != ds.binary:
+        kind = lambda b: "binary" if b else "8-bit"  # noqa: E731
+        C, H, W = pixels.shape[1:]
+        raise ExploreError(f"the model is for {kind(cfg.binary)} {cfg.height}x{cfg.width}x"
+                           f"{cfg.channels} images, {ds.source} holds {kind(ds.binary)} "
+                           f"{H}x{W}x{C}")
+
+
+# -- the networks ------------------------------------------------------------------------------
+@torch.no_grad()
+def encode(model: ACN, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Codes c (N, D) float32 of model pixels (N, C, H, W) uint8."""
+    return np.concatenate([model.encoder(torch.from_numpy(pixels[i:i + batch])).numpy()
+                           for i in range(0, len(pixels), batch)])
+
+
+class Sampler:
+    """Draws images from the decoder r(x|z) with the cached PixelStepper, one progress bar."""
+
+    def __init__(self, model: ACN, bar: tqdm):
+        self.model, self.bar = model, bar
+        cfg = model.config
+        self.H, self.W, self.C, self.binary = cfg.height, cfg.width, cfg.channels, cfg.binary
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, gen: torch.Generator) -> np.ndarray:
+        """z (B, D) -> sampled model pixels (B, C, H, W) uint8, sub-pixel by sub-pixel."""
+        def choose(r, c, g, logits):
+            if self.binary:                                          # logits (B,)
+                u = torch.rand(logits.shape, generator=gen, dtype=torch.float64)
+                x = (u < torch.sigmoid(logits.double())).long()
+            else:                                                    # logits (B, 256)
+                p = torch.softmax(logits.double(), dim=-1)
+                x = torch.multinomial(p, 1, generator=gen)[:, 0]
+            if c == self.W - 1 and g == self.C - 1:
+                self.bar.update(1)
+            return x
+
+        stepper = PixelStepper(self.model.decoder, z.float(), self.H, self.W)
+        return stepper.run(choose).to(torch.uint8).numpy()
+
+
+def sample_gmm(gmm, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """n draws z (n, D) from the unconditional p(z) (a DiagonalGMM)."""
+    k = rng.choice(len(gmm.weights), size=n, p=gmm.weights / gmm.weights.sum())
+    eps = rng.standard_normal((n, gmm.means.shape[1]))
+    return torch.from_numpy(gmm.means[k] + np.sqrt(gmm.variances[k]) * eps).float()
+
+
+@torch.no_grad()
+def sample_prior(model: ACN, codes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """z (B, D) ~ p(z|c) from the prior network's per-dimension mixtures given codes c (B, D)."""
+    p = model.prior(codes)                                           # (B, D, M) each
+    B, D, M = p.means.shape
+    k = torch.multinomial(p.weights.double().reshape(B * D, M), 1, generator=gen).view(B, D, 1)
+    eps = torch.randn((B, D), generator=gen, dtype=torch.float64)
+    mean = p.means.double().gather(-1, k)[..., 0]
+    scale = p.scales.double().gather(-1, k)[..., 0]
+    return (mean + scale * eps).float()
+
+
+# -- figures -----------------------------------------------------------------------------------
+@dataclass
+class _Ctx:
+    """What every figure reads: the model, the explored images, their codes and the seed."""
+    mf: ModelFile
+    pixels: np.ndarray          # (N, C, H, W) uint8 model pixels
+    codes: np.ndarray           # (N, D) float32 encoder means
+    labels: np.ndarray | None   # (N,) int64
+    sampler: Sampler
+    seed: int
+
+    def tile(self, x: np.ndarray) -> np.ndarray:
+        return fig.tile_rgb(x, self.mf.config.binary)
+
+    def pick(self, stream: int, n: int) -> np.ndarray:
+        """n distinct image indices (seeded per figure)."""
+        return _rng(self.seed, stream).choice(len(self.pixels), size=min(n, len(self.pixels)),
+                                              replace=False)
+
+
+def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a - b| over sub-pixels, in model pixel units (for binary data: the fraction that
+    differ)."""
+    return float(np.mean(np.abs(a.astype(np.int64) - b.astype(np.int64))))
+
+
+def reconstructions(ctx: _Ctx, n: int, samples: int):
+    """Figure 4: each real image, then `samples` draws x ~ r(x|z) with z = its code c."""
+    idx = ctx.pick(_RECON, n)
+    z = torch.from_numpy(ctx.codes[idx]).repeat_interleave(samples, 0)          # (n*S, D)
+    x = ctx.sampler.decode(z, _torch_gen(ctx.seed, _RECON))
+    x = x.reshape(len(idx), samples, *x.shape[1:])                              # (n, S, C, H, W)
+    rows = [[ctx.tile(ctx.pixels[i])] + [ctx.tile(s) for s in x[r]] for r, i in enumerate(idx)]
+    img = fig.titled(fig.grid(rows, sep_after=(0,)), "real | x ~ r(x|z), z = code c")
+    info = {"indices": idx.tolist(), "samples_per_image": samples,
+            "mean_abs_diff_to_source": _mean_abs_diff(x, ctx.pixels[idx][:, None])}
+    return img, info
+
+
+def samples_figure(ctx: _Ctx, n: int, per_row: int):
+    """Figure 5: x ~ r(x|z) with z ~ p(z) (the GMM), beside z ~ N(c, I) of unrelated images.
+
+    The GMM models z = c + eps, so the right panel is what the left one should look like.
+    """
+    z_prior = sample_gmm(ctx.mf.gmm, n * per_row, _rng(ctx.seed, _PRIOR))          # (n*S, D)
+    idx = ctx.pick(_POSTERIOR, n)
+    gen = _torch_gen(ctx.seed, _PRIOR)
+    c = torch.from_numpy(ctx.codes[idx]).repeat_interleave(per_row, 0)
+    z_post = c + torch.randn(c.shape, generator=gen)                             # (n*S, D)
+    x = ctx.sampler.decode(torch.cat([z_prior, z_post]), gen)
+    left = x[:len(z_prior)].reshape(n, per_row, *x.shape[1:])
+    right = x[len(z_prior):].reshape(len(idx), per_row, *x.shape[1:])
+    rows_l = [[ctx.tile(s) for s in row] for row in left]
+    rows_r = [[ctx.tile(ctx.pixels[i])] + [ctx.tile(s) for s in right[r]]
+              for r, i in enumerate(idx)]
+    img = fig.side_by_side([fig.titled(fig.grid(rows_l), "z ~ p(z) (GMM)"),
+                            fig.titled(fig.grid(rows_r, sep_after=(0,)),
+                                       "image | z ~ q(z|x) = N(c, I)")])
+    return img, {"prior_samples": int(len(z_prior)), "posterior_indices": idx.tolist(),
+                 "samples_per_image": per_row}
+
+
+def daydreams(ctx: _Ctx, n: int, steps: int):
+    """Figure 6: x_0 real; x_t ~ r(x|z), z ~ p(z|c(x_{t-1})) from the prior network."""
+    idx = ctx.pick(_DREAM, n)
+    gen = _torch_gen(ctx.seed, _DREAM)
+    chain = [ctx.pixels[idx]]                                                    # (n, C, H, W)
+    model = ctx.mf.model
+    with torch.no_grad():
+        for _ in range(steps):
+            c = model.encoder(torch.from_numpy(chain[-1]))                       # (n, D)
+            chain.append(ctx.sampler.decode(sample_prior(model, c, gen), gen))
+    rows = [[ctx.tile(x[r]) for x in chain] for r in range(len(idx))]
+    img = fig.titled(fig.grid(rows, sep_after=(0,)),
+                     f"real | {steps} steps of z ~ p(z|c), x ~ r(x|z), c = code of x")
+    drift = [_mean_abs_diff(x, chain[0]) for x in chain[1:]]
+    return img, {"indices": idx.tolist(), "steps": steps, "mean_abs_diff_to_start": drift}
+
+
+def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
+    """The k smallest entries of each row of dist (q, N), ties to the lower index: (q, k)."""
+    cols = np.arange(dist.shape[1])
+    return np.stack([np.lexsort((cols, row))[:k] for row in dist])
+
+
+def neighbours(ctx: _Ctx, n: int, k: int):
+    """Figure 14: each query, its k nearest images by code (L2), then by pixels (L2).
+
+    Pixel distances are exact integers (float64 sums of squared pixel differences).
+    """
+    idx = ctx.pick(_NEIGHBOURS, n)
+    codes = ctx.codes.astype(np.float64)
+    d_code = ((codes[None] - codes[idx][:, None]) ** 2).sum(-1)                   # (q, N)
+    flat = ctx.pixels.reshape(len(ctx.pixels), -1).astype(np.float64)            # (N, P)
+    sq = (flat * flat).sum(1)
+    d_pix = sq[idx][:, None] + sq[None] - 2.0 * flat[idx] @ flat.T               # (q, N)
+    rows_q = np.arange(len(idx))
+    d_code[rows_q, idx] = d_pix[rows_q, idx] = np.inf                             # not itself
+    k = min(k, len(ctx.pixels) - 1)
+    by_code, by_pix = _nearest(d_code, k), _nearest(d_pix, k)
+    rows = [[ctx.tile(ctx.pixels[i])] + [ctx.tile(ctx.pixels[j]) for j in by_code[r]]
+            + [ctx.tile(ctx.pixels[j]) for j in by_pix[r]] for r, i in enumerate(idx)]
+    img = fig.titled(fig.grid(rows, sep_after=(0, k)),
+                     f"query | {k} nearest by code | {k} nearest by pixels")
+    info = {"queries": idx.tolist(), "k": k,
+            "shared_fraction": float(np.mean([len(set(a) & set(b)) / max(k, 1)
+                                              for a, b in zip(by_code.tolist(),
+                                                              by_pix.tolist())]))}
+    if ctx.labels is not None:
+        same = lambda nb: float(np.mean(ctx.labels[nb] == ctx.labels[idx][:, None]))  # noqa: E731
+        info.update(code_label_agreement=same(by_code), pixel_label_agreement=same(by_pix))
+    return img, info
+
+
+def pca_basis(x: np.ndarray, k: int):
+    """Principal axes of rows x (N, F): (mean (F,), axes (k, F), explained variance ratio (k,)).
+
+    Axes by decreasing variance, each signed so its largest-magnitude entry is positive.
+    """
+    x = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    mean = x.mean(dim=0)
+    xc = x - mean
+    cov = xc.T @ xc / max(len(x) - 1, 1)                                          # (F, F)
+    var, vec = (t.numpy() for t in torch.linalg.eigh(cov))      # torch: numpy's is slow here
+    order = np.argsort(-var, kind="stable")[:k]
+    axes = vec[:, order].T                                                        # (k, F)
+    sign = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
+    axes = axes * np.where(sign == 0, 1.0, sign)[:, None]
+    total = var.clip(min=0).sum()
+    return mean.numpy(), axes, var[order].clip(min=0) / (total if total > 0 else 1.0)
+
+
+def pca_scatter(ctx: _Ctx, max_points: int):
+    """Figure 3: codes on their first two principal axes, coloured by label when known."""
+    mean, axes, ratio = pca_basis(ctx.codes, 2)
+    pts = (ctx.codes.astype(np.float64) - mean) @ axes.T                           # (N, 2)
+    if pts.shape[1] < 2:                                                          # D = 1
+        pts = np.concatenate([pts, np.zeros((len(pts), 1))], axis=1)
+    order = _rng(ctx.seed, _SCATTER).permutation(len(pts))[:max_points]          # draw order
+    labels = None if ctx.labels is None else ctx.labels[order]
+    title = f"codes, PCA axes 1-2 ({100 * ratio.sum():.0f}% of variance)"
+    img = fig.titled(fig.scatter(pts[order], labels), title)
+    return img, {"points": int(len(order)), "explained_variance_ratio": ratio.tolist(),
+                 "coloured_by_label": labels is not None}
+
+
+# -- Table 3: linear probe ---------------------------------------------------------------------
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, l2: float = 1e-4, max_iter: int = 200) -> float:
+    """Test accuracy (fraction) of multinomial logistic regression fitted on (train_x, train_y).
+
+    Features are standardised with the training mean and std; the loss is the mean
+    cross-entropy (nats) + l2 * |W|^2, minimised by full-batch L-BFGS from zero weights in
+    float64, so the result is deterministic.
+    """
+    mu, sd = train_x.mean(axis=0), train_x.std(axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    classes, y = np.unique(train_y, return_inverse=True)
+    xtr = torch.from_numpy((np.asarray(train_x, np.float64) - mu) / sd)            # (N, F)
+    ytr = torch.from_numpy(y.astype(np.int64))
+    w = torch.zeros(xtr.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        xte = torch.from_numpy((np.asarray(test_x, np.float64) - mu) / sd)
+        pred = classes[(xte @ w + b).argmax(dim=1).numpy()]
+    return float(np.mean(pred == test_y))
+
+
+def probe(train_codes, train_pixels, train_y, test_codes, test_pixels, test_y,
+          quiet: bool = True) -> dict:
+    """Table 3: probe accuracy of codes, raw pixels and pixels' PCA-16 (fit on train)."""
+    flat = lambda p: p.reshape(len(p), -1).astype(np.float64)  # noqa: E731
+    ptr, pte = flat(train_pixels), flat(test_pixels)
+    mean, axes, _ = pca_basis(ptr, 16)
+    features = {"codes": (train_codes, test_codes), "pixels": (ptr, pte),
+                "pca16": ((ptr - mean) @ axes.T, (pte - mean) @ axes.T)}
+    out = {}
+    for name, (a, b) in tqdm(features.items(), desc="linear probe", disable=quiet, leave=False):
+        out[f"{name}_accuracy"] = linear_probe(np.asarray(a, np.float64), train_y,
+                                               np.asarray(b, np.float64), test_y)
+    counts = np.bincount(test_y)
+    return {**out, "n_train": int(len(train_y)), "n_test": int(len(test_y)),
+            "n_classes": int(len(np.unique(train_y))),
+            "majority_accuracy": float(counts.max() / counts.sum())}
+
+
+# -- the command -------------------------------------------------------------------------------
+FIGURES = ("reconstructions", "samples", "daydreams", "neighbours", "pca")
+
+
+def _inputs(data, model, labels, train_data, train_labels):
+    """Load and check everything before any work: (model file, dataset, pixels, labels,
+    train pixels, train labels); train_* are None when there is no probe."""
+    mf = model if isinstance(model, ModelFile) else load_model(model)
+    ds = _dataset(data)
+    pixels = ds.model_pixels()
+    _check_fits(mf, pixels, ds)
+    y = None if labels is None else load_labels(labels, len(pixels), "labels")
+    if (train_data is None) != (train_labels is None):
+        raise ExploreError("the linear probe needs both train_data and train_labels")
+    if train_data is None:
+        return mf, ds, pixels, y, None, None
+    if y is None:
+        raise ExploreError("the linear probe needs labels for the explored data too")
+    tds = _dataset(train_data)
+    try:
+        train_pixels = tds.model_pixels(like=ds)
+    except AcnzipError as exc:
+        raise ExploreError(f"train_data: {exc}") from None
+    return mf, ds, pixels, y, train_pixels, load_labels(train_labels, len(train_pixels),
+                                                        "train labels")
+
+
+def _sha256(model) -> str | None:
+    """Hex digest of the model file's bytes (None for a ModelFile passed in directly)."""
+    return None if isinstance(model, ModelFile) else hashlib.sha256(
+        Path(model).read_bytes()).hexdigest()
+
+
+def explore(data, model, outdir, labels=None, seed: int = 0, n: int = 8, train_data=None,
+            train_labels=None, *, samples: int = 8, steps: int = 12, k: int = 8,
+            scatter_points: int = 5000, force: bool = False, quiet: bool = False) -> dict:
+    """Write the figures and summary.json for DATA under `outdir`; returns the summary.
+
+    data, train_data: a DATA spec (folder, .npy, .npz[:KEY]) or a Dataset. model: a model file
+    path (or a ModelFile). labels, train_labels: an int array or a .npy/.npz file (key y), one
+    per image; the probe runs when train_data and both label sets are given. n: images (rows)
+    per figure; samples: decoder samples per row; steps: daydream length; k: neighbours shown.
+    `outdir` is created atomically and must not exist unless `force`.
+    """
+    if min(n, samples, steps, k, scatter_points) < 1 or seed < 0:
+        raise ExploreError("n, samples, steps, k and scatter_points must be >= 1, seed >= 0")
+    check_output(Path(outdir), force)                          # before any work
+    mf, ds, pixels, y, train_pixels, train_y = _inputs(data, model, labels, train_data,
+                                                       train_labels)
+    model_net = mf.model.eval()
+    codes = encode(model_net, pixels)
+    rows = (2 + steps) * mf.config.height                      # one tick per sampled image row
+    with tqdm(total=rows, desc="explore: sampling", unit="row", disable=quiet,
+              leave=False) as bar, torch.no_grad():
+        ctx = _Ctx(mf, pixels, codes, y, Sampler(model_net, bar), seed)
+        drawn = {"reconstructions": reconstructions(ctx, n, samples),
+                 "samples": samples_figure(ctx, n, samples),
+                 "daydreams": daydreams(ctx, n, steps),
+                 "neighbours": neighbours(ctx, n, k),
+                 "pca": pca_scatter(ctx, scatter_points)}
+    summary = {"acnzip_version": __version__, "seed": seed, "data": ds.source,
+               "model_sha256": _sha256(model), "n_images": int(len(pixels)), "latent_dim": mf.config.latent_dim,
+               "figures": {name: f"{name}.png" for name in FIGURES},
+               **{name: info for name, (_, info) in drawn.items()}, "probe": None}
+    if train_pixels is not None:
+        summary["probe"] = probe(encode(model_net, train_pixels), train_pixels, train_y,
+                                 codes, pixels, y, quiet)
+    with atomic_directory(Path(outdir), force) as tmp:
+        for name, (img, _) in drawn.items():
+            (tmp / f"{name}.png").write_bytes(fig.png_bytes(img))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

