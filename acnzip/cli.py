@@ -329,3 +329,41 @@ def demo(images, model, keep, quiet):
     click.echo(f"xz -9e on the packed bits: {r['xz_packed_bytes']:,} bytes "
                f"({8 * r['xz_packed_bytes'] * 0.6931 / n:.2f} nats/image); raw bits "
                f"{r['raw_packed_bytes']:,} bytes")
+
+
+@main.command()
+@click.argument("data", metavar="DATA")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), metavar="OUTDIR",
+              help="Folder to create with the figures (PNG) and summary.json.")
+@_model_option
+@click.option("--labels", metavar="LABELS", help="Labels of DATA (.npy, or .npz key y): colour "
+              "the PCA scatter; with --train and --train-labels, the linear probe's test set.")
+@click.option("--train", "train_data", metavar="DATA", help="Data the linear probe trains on.")
+@click.option("--train-labels", metavar="LABELS", help="Labels of --train.")
+@click.option("-n", "--rows", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images (rows) per figure.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every sample drawn.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
+@click.option("-f", "--force", is_flag=True, help="Replace OUTDIR if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def explore(data, output, model, labels, train_data, train_labels, rows, seed, threads, force,
+            quiet):
+    """Figures of what the codes capture: reconstructions, samples, daydreams, neighbours,
+    a PCA scatter, and a linear probe of the codes against pixels (ACN paper, section 4).
+    """
+    from .api import default_model_path
+    from .data import load_dataset
+    from .explore import explore as run
+    _set_threads(threads)
+    if model is None:
+        ds = load_dataset(data)
+        model, data = default_model_path(ds.model_pixels().shape[1:], ds.binary), ds
+    s = run(data, model, output, labels=labels, seed=seed, n=rows, train_data=train_data,
+            train_labels=train_labels, force=force, quiet=quiet)
+    line = f"wrote {output}"
+    if s.get("probe"):
+        p = s["probe"]
+        line += (f"; linear probe accuracy: codes {p['codes']:.3f}, pixels {p['pixels']:.3f}, "
+                 f"PCA-16 {p['pca16']:.3f}")
+    click.echo(line, err=True)

@@ -92,3 +92,13 @@ def test_demo_roundtrips_the_embedded_digits(tmp_path, binary_model):
     assert res.exit_code == 0, res.output
     assert "lossless: all 20 images identical" in res.output
     assert np.load(tmp_path / "w" / "digits.npy").shape == (20, 28, 28)
+
+
+def test_explore_writes_figures_and_refuses_existing_folder(tmp_path, digits, binary_model):
+    args = ["explore", digits, "-o", tmp_path / "fig", "--model", binary_model, "-n", "2", "-q"]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert {"reconstructions.png", "daydreams.png", "summary.json"} <= \
+        {p.name for p in (tmp_path / "fig").iterdir()}
+    res = _run(*args)
+    assert res.exit_code == 1 and "exists" in res.stderr
