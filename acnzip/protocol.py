@@ -71,6 +71,10 @@ class Coder:
 
     def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID, threads: int = 1):
         self.model, self.gmm, self.grid, self.threads = model, gmm, grid, threads
+        # Pin the convolution backend: with mkldnn off, batches >= 16 go to NNPACK, whose
+        # results change with inputs beyond the mask. Alice and Bob both run with it on.
+        torch.backends.mkldnn.enabled = True
+        torch.set_num_threads(threads)
         cfg = model.config
         self.shape = (cfg.channels, cfg.height, cfg.width)
         self.binary = cfg.binary
