@@ -36,7 +36,10 @@ class _BlockWeights:
         self.p, self.first = p, block.first
         self.v_w, self.v_b = block.v_conv.weight, block.v_conv.bias
         hw = block.h_conv.weight * block.h_mask                    # (2F, Cin, 1, p+1)
-        self.h_w = hw[:, :, 0, :].reshape(hw.shape[0], -1)          # (2F, Cin*(p+1))
+        # Column-major window: the cached horizontal inputs are (B, W+p, Cin), so the window
+        # of columns c..c+p is a contiguous (B, (p+1)*Cin) view, no copy per sub-pixel.
+        self.h_w = hw[:, :, 0, :].permute(0, 2, 1).reshape(hw.shape[0], -1)  # (2F, (p+1)*Cin)
+        self.half = hw.shape[0] // 2
         self.h_b = block.h_conv.bias
         self.v_to_h_w = block.v_to_h.weight[:, :, 0, 0]             # (2F, 2F)
         self.v_to_h_b = block.v_to_h.bias
@@ -72,12 +75,12 @@ class PixelStepper:
                 p0 = self.blocks[0].p
                 v_in[0][:, :, p0 + r, p0:p0 + W] = scale_pixels(x[:, :, r - 1], self.binary)
             row_bias = self._vertical_row(v_in, r)
-            h_in = [torch.zeros(B, self._in_ch(i), W + b.p) for i, b in enumerate(self.blocks)]
+            h_in = [torch.zeros(B, W + b.p, self._in_ch(i)) for i, b in enumerate(self.blocks)]
             for c in range(W):
                 for g in range(C):
                     logits = self._pixel(h_in, row_bias, c, g)
                     x[:, g, r, c] = choose(r, c, g, logits).to(x.dtype)
-                    h_in[0][:, g, self.blocks[0].p + c] = scale_pixels(x[:, g, r, c],
+                    h_in[0][:, self.blocks[0].p + c, g] = scale_pixels(x[:, g, r, c],
                                                                        self.binary)
         return x
 
@@ -96,21 +99,22 @@ class PixelStepper:
                 nxt = self.blocks[i + 1]
                 v_in[i + 1][:, :, nxt.p + r, nxt.p:nxt.p + self.W] = _gate(v_pre[:, :, :, None])[..., 0]
             vh = torch.einsum("oi,biw->bow", b.v_to_h_w, v_pre) + b.v_to_h_b[None, :, None]
-            biases.append(vh + b.h_b[None, :, None] + b.h_cond[:, :, None])
+            biases.append((vh + b.h_b[None, :, None] + b.h_cond[:, :, None])
+                          .transpose(1, 2).contiguous())                 # (B, W, 2F)
         return biases
 
     def _pixel(self, h_in, row_bias, c, g):
         """Logits of sub-pixel (c, g) in the current row; writes each block's output at c."""
         h = None
         for i, b in enumerate(self.blocks):
-            window = h_in[i][:, :, c:c + b.p + 1].reshape(self.B, -1)  # (B, Cin*(p+1))
-            pre = F.linear(window, b.h_w) + row_bias[i][:, :, c]        # (B, 2F)
-            a, s = pre.chunk(2, dim=1)
-            h = F.linear(torch.tanh(a) * torch.sigmoid(s), b.res_w, b.res_b)  # (B, F)
+            window = h_in[i][:, c:c + b.p + 1].reshape(self.B, -1)     # (B, (p+1)*Cin) view
+            pre = torch.addmm(row_bias[i][:, c], window, b.h_w.T)       # (B, 2F)
+            gated = torch.tanh(pre[:, :b.half]) * torch.sigmoid(pre[:, b.half:])
+            h = F.linear(gated, b.res_w, b.res_b)                       # (B, F)
             if not b.first:
-                h = h + h_in[i][:, :, b.p + c]
+                h = h + h_in[i][:, b.p + c]
             if i + 1 < len(self.blocks):
-                h_in[i + 1][:, :, self.blocks[i + 1].p + c] = h
+                h_in[i + 1][:, self.blocks[i + 1].p + c] = h
         o = F.relu(F.linear(F.relu(h), self.out1_w, self.net.out1.bias))
         o = F.linear(o, self.out2_w, self.net.out2.bias)               # (B, C*V)
         if self.binary:
