@@ -13,17 +13,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import constriction
+import importlib.metadata
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from codec import AnsStack, BinGrid, StackUnderflowError
+from codec import AnsStack, BinGrid, CodecError, StackUnderflowError
 from . import __version__
 from .archive import Archive, ArchiveError, read_archive, write_archive
 from .atomic import atomic_directory, atomic_write_bytes, check_output
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, png_name, safe_name
 from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
 from .order import PermutationCodec, pack_names, permutation_bits, unpack_names
@@ -131,6 +131,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     t0 = time.perf_counter()
     out = Path(out)
     check_output(out, force)
+    if not out.parent.is_dir():
+        raise CompressError(f"{out.parent}: no such folder for the archive")
     if order not in ("keep", "set"):
         raise CompressError(f"--order must be keep or set, not {order!r}")
     ds = load_dataset(data)
@@ -146,7 +148,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     codes = dataset_codes(coder, pixels)
     tour = greedy_tour(codes)
     n = len(pixels)
-    layout = Layout(chain_lengths(n, chains or default_chains(n)))
+    layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
     words = seed_words(int(layout.active(layout.steps - 1).sum()), mf.config.latent_dim)
     bar, tick = _progress(n, "compress", quiet)
     while True:
@@ -189,17 +191,21 @@ def _source_info(ds: Dataset, data) -> dict:
     spec = str(data)
     path, key = (spec.rsplit(":", 1) if not Path(spec).exists() and ":" in spec else (spec, None))
     path = Path(path)
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         with np.load(path) as z:
             key = key or ("x" if "x" in z.files else z.files[0])
-    return {"kind": path.suffix.lstrip("."), "file": path.name, "key": key,
-            "ndim": int(np.load(path, mmap_mode="r")[key].ndim if path.suffix == ".npz"
-                        else np.load(path, mmap_mode="r").ndim)}
+    kind = path.suffix.lower().lstrip(".")
+    if kind == "npz":
+        with np.load(path) as z:
+            ndim = z[key].ndim
+    else:
+        ndim = np.load(path, mmap_mode="r").ndim
+    return {"kind": kind, "file": path.name, "key": key, "ndim": int(ndim)}
 
 
 def _versions() -> dict:
     return {"torch": torch.__version__, "numpy": np.__version__,
-            "constriction": getattr(constriction, "__version__", "unknown"),
+            "constriction": importlib.metadata.version("constriction"),
             "python": platform.python_version(), "machine": platform.machine()}
 
 
@@ -234,8 +240,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_output(outdir, force)
     archive = read_archive(archive_path)
     h = archive.header
-    if h.get("acnzip_version") is None or "chain_lengths" not in h:
-        raise ArchiveError("archive header lacks required keys")
+    check_header(h, archive)
     mf, what = _load_for_archive(archive, model)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     coder = _coder(mf, grid, threads or h["threads"])
@@ -248,13 +253,18 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     stack = AnsStack.from_bytes(archive.payload, never_empty=True)
     n = h["n_images"]
     bar, tick = _progress(n, "decompress", quiet)
-    pixels = decode_dataset(coder, layout, stack, tick)                  # tour order
-    bar.close()
-    if h["order"] == "keep":
-        tour = PermutationCodec(n).pop(stack)
+    try:
+        pixels = decode_dataset(coder, layout, stack, tick)              # tour order
+        tour = PermutationCodec(n).pop(stack) if h["order"] == "keep" else None
+    except CodecError as exc:
+        raise ArchiveError(f"the archive's payload does not decode ({exc}): it is damaged "
+                           "or was made by a different computation") from None
+    finally:
+        bar.close()
+    if tour is not None:
         restored = np.empty_like(pixels)
         restored[tour] = pixels
-        names = unpack_names(archive.names)
+        names = _archive_names(archive, n)
     else:
         restored, names = pixels, [f"{i:0{len(str(n - 1))}d}" for i in range(n)]
     if not np.array_equal(stack.words(), AnsStack.with_initial_bits(h["seed_words"], h["seed"]).words()):
@@ -262,6 +272,44 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
                             "back): it is damaged or was made by a different computation")
     _write_images(outdir, restored, names, h, force)
     return {"n_images": n, "decode_seconds": time.perf_counter() - t0, "outdir": str(outdir)}
+
+
+_HEADER_KEYS = {"acnzip_version": str, "n_images": int, "shape_chw": list, "binary": bool,
+                "binary_value": int, "mode": str, "source": dict, "order": str,
+                "chain_lengths": list, "seed_words": int, "seed": int, "grid": dict,
+                "threads": int, "model_sha256": str, "fingerprint": str, "versions": dict}
+
+
+def check_header(h: dict, archive: Archive) -> None:
+    """The JSON header has every key with its type and consistent counts (ArchiveError)."""
+    for key, kind in _HEADER_KEYS.items():
+        if not isinstance(h.get(key), kind):
+            raise ArchiveError(f"archive header: {key!r} is missing or not a {kind.__name__}")
+    if h["order"] not in ("keep", "set") or (h["order"] == "keep") != archive.order_kept:
+        raise ArchiveError("archive header: order and flags disagree")
+    lengths = h["chain_lengths"]
+    if not all(isinstance(v, int) and v >= 1 for v in lengths) or sum(lengths) != h["n_images"] \
+            or sorted(lengths, reverse=True) != lengths or h["n_images"] < 1:
+        raise ArchiveError("archive header: chain lengths do not add up to the images")
+    src = h["source"]
+    if src.get("kind") not in ("folder", "npy", "npz") or (
+            src["kind"] != "folder" and not _bare_file_name(src.get("file"))):
+        raise ArchiveError("archive header: bad source description")
+
+
+def _bare_file_name(name) -> bool:
+    return isinstance(name, str) and safe_name(name) and "/" not in name
+
+
+def _archive_names(archive: Archive, n: int) -> list[str]:
+    """The stored names (folder input, --order keep): n safe relative paths, else an error."""
+    if archive.header["source"]["kind"] != "folder":
+        return [str(i) for i in range(n)]
+    names = unpack_names(archive.names)
+    if len(names) != n or not all(safe_name(x) for x in names) or \
+            len({png_name(x) for x in names}) != n:
+        raise ArchiveError("archive names section is damaged (wrong count or unsafe names)")
+    return names
 
 
 def _write_images(outdir: Path, pixels: np.ndarray, names: list[str], h: dict, force: bool):
@@ -273,15 +321,18 @@ def _write_images(outdir: Path, pixels: np.ndarray, names: list[str], h: dict, f
     with atomic_directory(outdir, force) as tmp:
         if src["kind"] == "folder":
             for name, img in zip(names, images):
-                path = tmp / (name if name.lower().endswith(".png") else name + ".png")
+                path = tmp / png_name(name)
+                if tmp.resolve() not in path.resolve().parents:     # never outside OUTDIR
+                    raise ArchiveError(f"archive names an unsafe path {name!r}")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _save_png(path, img, h["mode"])
         else:
             arr = images[..., 0] if src["ndim"] == 3 else images
-            if src["kind"] == "npz":
-                np.savez_compressed(tmp / src["file"], **{src["key"]: arr})
-            else:
-                np.save(tmp / src["file"], arr)
+            with open(tmp / src["file"], "wb") as f:    # the exact name (np.save adds suffixes)
+                if src["kind"] == "npz":
+                    np.savez_compressed(f, **{src["key"]: arr})
+                else:
+                    np.save(f, arr)
 
 
 def _save_png(path: Path, img: np.ndarray, mode: str) -> None:

@@ -20,6 +20,12 @@ def check_output(path: Path, force: bool) -> None:
         raise OutputExistsError(f"{path} already exists (use -f to overwrite)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and os.replace."""
     path = Path(path)
@@ -29,6 +35,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; outputs are ordinary
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -48,6 +55,7 @@ def atomic_directory(path: Path, force: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             os.replace(path, old)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import AcnzipError
 
-__all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder",
+__all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder", "png_name",
+           "safe_name", "check_names",
            "IMAGE_EXTENSIONS", "detect_binary"]
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".gif", ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm",
@@ -181,6 +182,35 @@ def _read_image(path: Path, name: str) -> tuple[np.ndarray, str]:
     return (arr[..., None] if arr.ndim == 2 else arr), mode
 
 
+def png_name(name: str) -> str:
+    """The file an image named `name` is restored to: the same path with a .png suffix."""
+    path = PurePosixPath(name)
+    return name if path.suffix.lower() == ".png" else str(path.with_suffix(".png"))
+
+
+def safe_name(name: str) -> bool:
+    """A relative path with no empty, '.' or '..' parts (so it stays inside the output)."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and \
+        all(p not in ("", ".", "..") for p in parts)
+
+
+def check_names(names: list[str]) -> None:
+    """Refuse names that cannot be stored or restored one to one (DataError)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if "\n" in name or not safe_name(name):
+            raise DataError(f"cannot store the file name {name!r}")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"file name {name!r} is not valid UTF-8") from None
+        out = png_name(name)
+        if out in seen:
+            raise DataError(f"{seen[out]} and {name} would both be restored as {out}")
+        seen[out] = name
+
+
 def load_folder(root: Path) -> Dataset:
     """Every image file under `root` (recursive, sorted by relative path) -> Dataset."""
     root = Path(root)
@@ -191,6 +221,7 @@ def load_folder(root: Path) -> Dataset:
         raise DataError(f"{root}: no image files found (looked for "
                         f"{', '.join(IMAGE_EXTENSIONS)})")
     images, names, first = [], [], None
+    check_names([p.relative_to(root).as_posix() for p in files])
     for path in files:
         name = path.relative_to(root).as_posix()
         arr, mode = _read_image(path, name)

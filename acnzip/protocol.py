@@ -143,7 +143,7 @@ class Layout:
 
 
 def seed_words(n_first: int, latent_dim: int) -> int:
-    """Initial 32-bit words for Alice's first posterior pop (about 8 bits per latent dim)."""
+    """Initial 32-bit words for Alice's first posterior pop (about 12 bits per latent dim)."""
     return math.ceil(n_first * latent_dim * 12 / 32) + 2
 
 
@@ -174,15 +174,16 @@ def encode_dataset(coder: Coder, images: np.ndarray, tour: np.ndarray, layout: L
         x = _batch(images, tour, layout, t)
         posterior = coder.posterior_codec(codes[t], active)
         z_bins = posterior.pop(stack)
-        coded = []                      # (codec, true values) per sub-pixel, raster order
+        coded = []                      # (logits, true values) per sub-pixel, raster order
         rows = torch.from_numpy(active)
 
-        def teacher(r, c, g, logits):
-            coded.append((coder.pixel_codec(logits, active), x[rows, g, r, c].numpy()))
+        def teacher(r, c, g, logits):   # keep float32 logits; tables are built at push time
+            coded.append((logits, x[rows, g, r, c].numpy()))
             return x[:, g, r, c]
 
         coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
-        for codec, values in reversed(coded):     # Bob pops them in raster order
+        for logits, values in reversed(coded):    # Bob pops them in raster order
+            codec = coder.pixel_codec(logits, active)
             codec.push(stack, values.astype(np.int64))
             costs.recon_bits += float(codec.info_bits(values).sum())
         prior = coder.prior_codec(codes[t - 1] if t else None, active)

@@ -179,3 +179,67 @@ def test_grey_mnist_png_roundtrip_with_a_trained_8bit_model(tmp_path, grey_model
     for i, img in enumerate(grey):
         back = Image.open(tmp_path / "out" / f"{i}.png")
         assert back.mode == "L" and np.array_equal(np.asarray(back), img)
+
+
+def _repack(path, **changes):
+    """Rewrite an archive with some sections changed (and valid checksums): a crafted file."""
+    import dataclasses
+    from acnzip.archive import read_archive, write_archive
+    a = dataclasses.replace(read_archive(path), **changes)
+    path.unlink()
+    write_archive(path, a)
+
+
+def test_crafted_names_cannot_escape_the_output_folder(tmp_path, binary_model, mnist_subset):
+    from acnzip.order import pack_names
+    src = tmp_path / "pngs"
+    src.mkdir()
+    for i, img in enumerate(mnist_subset[:3]):
+        Image.fromarray(img * 255).save(src / f"{i}.png")
+    arc = tmp_path / "p.acn"
+    api.compress(src, arc, model=binary_model, quiet=True)
+    _repack(arc, names=pack_names(["0.png", "../escaped.png", "2.png"]))
+    with pytest.raises(ArchiveError, match="names section is damaged"):
+        api.decompress(arc, tmp_path / "out", model=binary_model, quiet=True)
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "out").exists()
+
+
+def test_crafted_source_file_and_header_are_refused(tmp_path, archive, binary_model):
+    from acnzip.archive import read_archive
+    h = read_archive(archive).header
+    _repack(archive, header={**h, "source": {**h["source"], "file": "../evil.npy"}})
+    with pytest.raises(ArchiveError, match="bad source"):
+        api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
+    _repack(archive, header={k: v for k, v in h.items() if k != "grid"})
+    with pytest.raises(ArchiveError, match="'grid' is missing"):
+        api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
+    _repack(archive, header={**h, "n_images": h["n_images"] + 1})
+    with pytest.raises(ArchiveError, match="chain lengths"):
+        api.decompress(archive, tmp_path / "out", model=binary_model, quiet=True)
+
+
+def test_names_that_would_collide_are_refused_and_suffixes_become_png(tmp_path, binary_model,
+                                                                      mnist_subset):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    Image.fromarray(mnist_subset[0] * 255).save(src / "a.bmp")
+    Image.fromarray(mnist_subset[1] * 255).save(src / "a.png")
+    with pytest.raises(DataError, match="would both be restored as a.png"):
+        api.compress(src, tmp_path / "c.acn", model=binary_model, quiet=True)
+    (src / "a.png").rename(src / "b.png")
+    api.compress(src, tmp_path / "c.acn", model=binary_model, quiet=True)
+    api.decompress(tmp_path / "c.acn", tmp_path / "out", model=binary_model, quiet=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")) > 0,
+                          mnist_subset[0] > 0)
+
+
+def test_upper_case_array_name_and_too_many_chains(tmp_path, binary_model, mnist_subset):
+    src = tmp_path / "DIGITS.NPY"
+    with open(src, "wb") as f:
+        np.save(f, mnist_subset[:5])
+    r = api.compress(src, tmp_path / "u.acn", model=binary_model, chains=50, quiet=True)
+    assert r["chains"] == 5
+    api.decompress(tmp_path / "u.acn", tmp_path / "out", model=binary_model, quiet=True)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["DIGITS.NPY"]
+    assert np.array_equal(np.load(tmp_path / "out" / "DIGITS.NPY"), mnist_subset[:5])

@@ -73,13 +73,14 @@ def test_alice_and_bob_compute_identical_probabilities(binary_model, mnist_subse
     coder.pixel_codec = recording("bob")
     out = decode_dataset(coder, layout, AnsStack.from_bytes(stack.to_bytes(), never_empty=True))
     assert np.array_equal(out, images[tour])
-    # Alice codes steps T-1..0, Bob 0..T-1: compare step by step, every bit of every table.
+    # Alice codes steps T-1..0 and, within a step, builds tables in reverse raster order (at
+    # push time); Bob goes forwards. Compare step by step, every bit of every table.
     per_step = 28 * 28
     alice = [tables["alice"][i:i + per_step] for i in range(0, len(tables["alice"]), per_step)]
     bob = [tables["bob"][i:i + per_step] for i in range(0, len(tables["bob"]), per_step)]
     assert len(alice) == len(bob) == layout.steps
     for a_step, b_step in zip(reversed(alice), bob):
-        assert all(np.array_equal(a, b) for a, b in zip(a_step, b_step))
+        assert all(np.array_equal(a, b) for a, b in zip(reversed(a_step), b_step))
 
 
 def test_measured_payload_matches_ideal_code_length(binary_model, mnist_subset):
