@@ -70,8 +70,10 @@ def pack(archive: Archive) -> bytes:
 
 def unpack(data: bytes) -> Archive:
     """Parse and verify an archive; raises ArchiveError saying what is wrong."""
-    if len(data) < FIXED_BYTES + 4 or data[:4] != MAGIC:
+    if data[:4] != MAGIC[:len(data[:4])] or not data:
         raise ArchiveError("not an acnzip archive (bad magic number)")
+    if len(data) < FIXED_BYTES + 4:
+        raise ArchiveError(f"archive is truncated ({len(data)} bytes)")
     magic, version, flags, lh, ln, lm, lp = _FIXED.unpack_from(data)
     if struct.unpack_from("<I", data, _FIXED.size)[0] != zlib.crc32(data[:_FIXED.size]):
         raise ArchiveError("archive header is corrupt (CRC mismatch)")

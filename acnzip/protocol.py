@@ -234,6 +234,9 @@ def fingerprint(coder: Coder, rows: int) -> str:
     h.update(coder.prior_codec(codes, active).probs.tobytes())
     h.update(coder.prior_codec(None, active).mass.tobytes())
     z = coder.grid.index(codes.double().numpy())
+    probe = AnsStack.with_initial_bits(1, seed=0)              # constriction's own arithmetic
+    coder.posterior_codec(codes, active).push(probe, z)
+    h.update(probe.to_bytes())
 
     def teacher(r, c, g, logits):
         h.update(coder.pixel_codec(logits, active).info_bits(x[:, g, r, c].numpy()).tobytes())

@@ -37,6 +37,7 @@ def test_compress_info_decompress_roundtrip(tmp_path, digits, binary_model):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda b: b[:len(b) // 2], "truncated"),
+    (lambda b: b[:20], "truncated"),
     (lambda b: b[:-40] + bytes([b[-40] ^ 0x10]) + b[-39:], "corrupt"),
     (lambda b: b"PK" + b[2:], "not an acnzip archive"),
 ])
