@@ -364,6 +364,6 @@ def explore(data, output, model, labels, train_data, train_labels, rows, seed, t
     line = f"wrote {output}"
     if s.get("probe"):
         p = s["probe"]
-        line += (f"; linear probe accuracy: codes {p['codes']:.3f}, pixels {p['pixels']:.3f}, "
-                 f"PCA-16 {p['pca16']:.3f}")
+        line += (f"; linear probe accuracy: codes {p['codes_accuracy']:.3f}, pixels "
+                 f"{p['pixels_accuracy']:.3f}, PCA-16 {p['pca16_accuracy']:.3f}")
     click.echo(line, err=True)

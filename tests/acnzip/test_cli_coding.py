@@ -103,3 +103,19 @@ def test_explore_writes_figures_and_refuses_existing_folder(tmp_path, digits, bi
         {p.name for p in (tmp_path / "fig").iterdir()}
     res = _run(*args)
     assert res.exit_code == 1 and "exists" in res.stderr
+
+
+def test_explore_with_labels_reports_the_probe(tmp_path, shared_datasets, binary_model):
+    mnist = shared_datasets / "binarized_mnist"
+    pick = np.sort(np.random.default_rng(1).choice(10000, 100, replace=False))
+    np.save(tmp_path / "x.npy", np.load(mnist / "test.npz")["x"][pick])
+    np.save(tmp_path / "y.npy", np.load(mnist / "test_labels.npz")["y"][pick])
+    np.save(tmp_path / "tx.npy", np.load(mnist / "train.npz")["x"][:300])
+    np.save(tmp_path / "ty.npy", np.load(mnist / "train_labels.npz")["y"][:300])
+    res = _run("explore", tmp_path / "x.npy", "-o", tmp_path / "fig", "--model", binary_model,
+               "--labels", tmp_path / "y.npy", "--train", tmp_path / "tx.npy",
+               "--train-labels", tmp_path / "ty.npy", "-n", "2")
+    assert res.exit_code == 0, res.output
+    assert "linear probe accuracy: codes" in res.stderr
+    probe = json.loads((tmp_path / "fig" / "summary.json").read_text())["probe"]
+    assert f"pixels {probe['pixels_accuracy']:.3f}" in res.stderr
