@@ -59,6 +59,22 @@ def chain_lengths(n: int, b: int) -> np.ndarray:
     return lengths
 
 
+MIN_WEIGHT = 1e-6   # mixture components below this weight are left out of the prior's table
+
+
+def _significant(weights: np.ndarray, means: np.ndarray, scales: np.ndarray):
+    """Keep only the k components per row that any row needs (weight >= MIN_WEIGHT; the others
+    get weight 0). Trained priors are nearly one-hot (at most 2 of 8 components reach 1e-6 on
+    binarized MNIST), and the table costs time linear in the components: this makes it ~4x
+    cheaper while changing the coded distribution by < 8e-6 in mass. Deterministic, so Alice
+    and Bob build identical tables."""
+    k = max(1, int((weights >= MIN_WEIGHT).sum(-1).max()))
+    order = np.argsort(-weights, axis=-1, kind="stable")[..., :k]          # (B, D, k)
+    pick = lambda a: np.take_along_axis(a, order, axis=-1)
+    w = pick(weights)
+    return np.where(w >= MIN_WEIGHT, w, 0.0), pick(means), pick(scales)
+
+
 @dataclass
 class StepBatch:
     """Network outputs for one lock-step batch (B rows; only `active` rows are coded)."""
@@ -93,10 +109,10 @@ class Coder:
             return DiscretisedDiagonalMixture(w, mu, sc, n, self.grid)
         with torch.no_grad():
             p = self.model.prior(prev_codes)                   # (B, D, M) each
-        weights = torch.softmax(p.logits.double(), dim=-1)
         rows = torch.from_numpy(active)
-        return DiscretisedMixture(weights[rows].numpy(), p.means[rows].double().numpy(),
-                                  p.scales[rows].double().numpy(), self.grid)
+        weights = torch.softmax(p.logits.double(), dim=-1)[rows].numpy()
+        return DiscretisedMixture(*_significant(weights, p.means[rows].double().numpy(),
+                                                p.scales[rows].double().numpy()), self.grid)
 
     def posterior_codec(self, codes: torch.Tensor, active: np.ndarray):
         """q(z | x) = N(c, I) on the grid for the active rows."""

@@ -91,3 +91,18 @@ def test_measured_payload_matches_ideal_code_length(binary_model, mnist_subset):
     costs = encode_dataset(coder, images, np.arange(len(images)), layout, stack)
     ideal = costs.kl_bits + costs.recon_bits + stack.initial_bits
     assert abs(stack.num_valid_bits - ideal) <= 1e-3 * ideal + 64
+
+
+def test_prior_tables_leave_out_only_negligible_components():
+    from acnzip.protocol import MIN_WEIGHT, _significant
+    from codec import DiscretisedMixture
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.full(8, 0.05), size=(6, 4))                     # nearly one-hot
+    w[0, 0] = np.r_[0.5, 0.5, np.zeros(6)]                               # a row needing two
+    mu, sc = rng.normal(size=w.shape), rng.uniform(0.1, 2, size=w.shape)
+    kw, kmu, ksc = _significant(w, mu, sc)
+    k = int((w >= MIN_WEIGHT).sum(-1).max())
+    assert kw.shape == (6, 4, k) and k < 8
+    full = DiscretisedMixture(w, mu, sc).probs
+    pruned = DiscretisedMixture(kw, kmu, ksc).probs
+    assert np.abs(full - pruned).sum(-1).max() < 8 * MIN_WEIGHT
