@@ -182,3 +182,41 @@ def test_diagonal_mixture_costs_its_joint_probability():
     ideal = -np.log2(joint).sum()
     assert abs(codec.info_bits(z).sum() - ideal) < 1e-3 * ideal
     assert abs(measured_bits(codec, z) - ideal) < 1e-3 * ideal + 64
+
+
+# --- info_bits is the cost of the quantised model, one symbol at a time ----------------------
+
+def exact_push_bits(codec, x) -> float:
+    """log2 of the ANS state after pushing x minus before (exact, not whole words)."""
+    def log2_state(s: AnsStack) -> float:
+        w = s.words().astype(np.float64)
+        return 32 * (w.size - 2) + np.log2(w[-1] * 2.0**32 + w[-2])
+    s = AnsStack.with_initial_bits(8, seed=3)
+    before = log2_state(s)
+    codec.push(s, x)
+    return log2_state(s) - before
+
+
+def assert_same_units(measured_bits, info_bits):
+    """Equal up to constriction's rounding: one of the 2**24 probability units."""
+    units = lambda bits: 2.0 ** (24 - bits)
+    assert abs(units(measured_bits) - units(info_bits)) <= 1.0 + 1e-6 * units(info_bits), \
+        (measured_bits, info_bits)
+
+
+@pytest.mark.parametrize("offset_bins", [0, 40, 300, 600, 1500])
+def test_far_tail_latent_costs_what_the_coder_charges(offset_bins):
+    """A bits-back pop can land in q's far tail; it must be credited ~24 bits, not hundreds."""
+    grid = BinGrid(width=1 / 64, range=25.0)
+    codec = DiscretisedGaussian(np.array([0.3]), 1.0, grid)
+    z = np.array([19 + offset_bins])
+    assert_same_units(exact_push_bits(codec, z), codec.info_bits(z)[0])
+    assert codec.info_bits(z)[0] <= 24.0 + 1e-9
+
+
+def test_table_tails_cost_at_most_the_quantiser_floor():
+    probs = np.r_[1.0, np.full(999, 1e-15)][None]
+    codec = Categorical(probs)
+    for s in (0, 500):
+        x = np.array([s])
+        assert_same_units(exact_push_bits(codec, x), codec.info_bits(x)[0])
