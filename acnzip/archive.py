@@ -6,12 +6,12 @@ Byte layout (little-endian; docs/format.md has the full table and the JSON keys)
     0       4     magic 0x89 'A' 'C' 'Z'
     4       2     format version (u16), currently 1
     6       2     flags (u16): bit 0 model embedded, bit 1 order kept; bits 2-15 reserved = 0
-    8       4     JSON header length Lh (u32)
+    8       4     header length Lh (u32)
     12      4     names length Ln (u32)
     16      8     model length Lm (u64)
     24      8     payload length Lp (u64), a multiple of 4
     32      4     CRC-32 of bytes 0..31
-    36      Lh    JSON header, UTF-8
+    36      Lh    header: zlib (deflate, level 9) of the UTF-8 JSON
             Ln    names section
             Lm    model file bytes (empty unless bit 0)
             Lp    ANS payload: 32-bit words, little-endian
@@ -36,6 +36,7 @@ FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
 _FIXED = struct.Struct("<4sHHIIQQ")  # 32 bytes, followed by its CRC-32
+MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 FIXED_BYTES = _FIXED.size + 4
 
 
@@ -58,7 +59,8 @@ class Archive:
 
 def pack(archive: Archive) -> bytes:
     """The archive's bytes."""
-    header = json.dumps(archive.header, sort_keys=True, separators=(",", ":")).encode()
+    header = zlib.compress(json.dumps(archive.header, sort_keys=True,
+                                      separators=(",", ":")).encode(), 9)
     if len(archive.payload) % 4:
         raise ValueError("payload must be whole 32-bit words")
     fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, archive.flags, len(header), len(archive.names),
@@ -91,12 +93,26 @@ def unpack(data: bytes) -> Archive:
         raise ArchiveError("archive data is corrupt (CRC mismatch)")
     if bool(flags & FLAG_MODEL_EMBEDDED) != (lm > 0) or lp % 4:
         raise ArchiveError("archive sections are inconsistent with its flags")
-    try:
-        header = json.loads(body[:lh].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArchiveError(f"archive header is not valid JSON: {exc}") from None
+    header = _parse_header(body[:lh])
     names, model, payload = body[lh:lh + ln], body[lh + ln:lh + ln + lm], body[lh + ln + lm:]
     return Archive(header, payload, names, model, bool(flags & FLAG_ORDER_KEPT))
+
+
+def _parse_header(raw: bytes) -> dict:
+    """Inflate and parse the JSON header; ArchiveError if it is not exactly that."""
+    inflate = zlib.decompressobj()
+    try:
+        text = inflate.decompress(raw, MAX_HEADER_JSON)
+        if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+            raise ArchiveError("archive header is not one complete zlib stream")
+        header = json.loads(text.decode())
+    except zlib.error as exc:
+        raise ArchiveError(f"archive header is not valid zlib data: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"archive header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ArchiveError("archive header is not a JSON object")
+    return header
 
 
 def write_archive(path: Path, archive: Archive) -> int:

@@ -1,5 +1,7 @@
 """The container rejects every kind of damage with a clear ArchiveError."""
+import json
 import struct
+import zlib
 
 import pytest
 
@@ -38,7 +40,6 @@ def test_damaged_archives_are_rejected(damage, message):
 
 
 def _refix(data: bytearray) -> bytes:
-    import zlib
     struct.pack_into("<I", data, 32, zlib.crc32(bytes(data[:32])))
     return bytes(data)
 
@@ -72,3 +73,30 @@ def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
     with atomic_directory(tmp_path / "out") as d:
         (d / "a.png").write_bytes(b"x")
     assert (tmp_path / "out" / "a.png").read_bytes() == b"x"
+
+
+def _with_raw_header(raw: bytes) -> bytes:
+    """A well-formed container (lengths and CRCs right) whose header section is `raw`."""
+    body = raw + ARCHIVE.names + ARCHIVE.payload
+    fixed = struct.pack("<4sHHIIQQ", b"\x89ACZ", 1, 0b10, len(raw), len(ARCHIVE.names), 0,
+                        len(ARCHIVE.payload))
+    return (fixed + struct.pack("<I", zlib.crc32(fixed)) + body
+            + struct.pack("<I", zlib.crc32(body)))
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"n_images": 3}', "not valid zlib"),
+    (zlib.compress(b"[1, 2]"), "not a JSON object"),
+    (zlib.compress(b"{nope"), "not valid JSON"),
+    (zlib.compress(b"{}")[:-2], "not one complete zlib stream"),
+    (zlib.compress(b" " * (1 << 24) + b"{}", 9), "not one complete zlib stream"),
+])
+def test_headers_that_are_not_deflated_json_objects_are_rejected(raw, message):
+    with pytest.raises(ArchiveError, match=message):
+        unpack(_with_raw_header(raw))
+
+
+def test_header_is_deflated_json():
+    data = pack(ARCHIVE)
+    lh = struct.unpack_from("<I", data, 8)[0]
+    assert json.loads(zlib.decompress(data[36:36 + lh])) == ARCHIVE.header
