@@ -220,3 +220,14 @@ def test_table_tails_cost_at_most_the_quantiser_floor():
     for s in (0, 500):
         x = np.array([s])
         assert_same_units(exact_push_bits(codec, x), codec.info_bits(x)[0])
+
+
+def test_gaussian_info_bits_equal_its_table_entries_exactly():
+    """info_bits evaluates only each symbol's bin; it must agree with the full table."""
+    from codec.leaves import coded_bits
+    rng = np.random.default_rng(5)
+    grid = BinGrid(width=1 / 64, range=25.0)
+    codec = DiscretisedGaussian(rng.normal(size=(30, 16)) * 8, rng.uniform(0.01, 5), grid)
+    z = rng.integers(-grid.half_bins, grid.half_bins + 1, size=(30, 16))
+    table = codec.table()[np.arange(30)[:, None], np.arange(16), z + grid.half_bins]
+    assert np.array_equal(codec.info_bits(z), coded_bits(table, grid.n_bins))
