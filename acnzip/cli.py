@@ -77,6 +77,13 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--config", type=click.Choice(CONFIG_NAMES), default="cpu", show_default=True,
               help="Architecture and defaults: paper (ACN paper, MNIST; GPU), cpu (trainable "
               "on a few cores), tiny (tests).")
+@click.option("--blocks", type=click.IntRange(min=1), help="Gated PixelCNN blocks [config's: "
+              "10 paper, 5 cpu]. Decoding time grows with blocks x filters^2.")
+@click.option("--filters", type=click.IntRange(min=1), help="Feature maps per PixelCNN stack "
+              "[config's: 64 paper, 32 cpu].")
+@click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              metavar="MODEL.pt", help="Start from this model file's weights (its architecture; "
+              "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup).")
 @click.option("--epochs", type=click.IntRange(min=0), help="Epochs in all [config's].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[config's, 64]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),
@@ -90,6 +97,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--seed", type=int, help="Seeds initialisation, code store, batches, noise [0].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="bf16: autocast the encoder and decoder layers (GPU "
+              "training); the prior, KL and likelihood stay float32. The model file is float32.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), metavar="CKPT",
               help="Continue from a checkpoint exactly where it stopped, with its settings "
@@ -107,9 +117,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @user_errors
-def train(ctx, data, output, valid, config, epochs, batch_size, lr, optimizer, polyak_decay,
-          kl_warmup, seed, device, threads, resume, checkpoint, checkpoint_every, max_minutes, max_steps,
-          force, quiet):
+def train(ctx, data, output, valid, config, blocks, filters, init, epochs, batch_size, lr,
+          optimizer, polyak_decay, kl_warmup, seed, device, precision, threads, resume, checkpoint,
+          checkpoint_every, max_minutes, max_steps, force, quiet):
     """Train an ACN on DATA and write MODEL.pt.
 
     DATA is a folder of images (searched recursively; all the same size and mode) or a .npy /
@@ -128,7 +138,8 @@ def train(ctx, data, output, valid, config, epochs, batch_size, lr, optimizer, p
     valid_set = load_dataset(valid) if valid else None
     ckpt = checkpoint or resume or output.with_name(output.name + ".ckpt")
     opts = RunOptions(checkpoint=ckpt, checkpoint_minutes=checkpoint_every,
-                      max_minutes=max_minutes, max_steps=max_steps, progress=not quiet)
+                      max_minutes=max_minutes, max_steps=max_steps, progress=not quiet,
+                      precision=precision)
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                      polyak_decay=polyak_decay, kl_warmup=kl_warmup, seed=seed)
     command = shlex.join(["acnzip", *sys.argv[1:]])
@@ -136,7 +147,8 @@ def train(ctx, data, output, valid, config, epochs, batch_size, lr, optimizer, p
         result = run_training(dataset, output, valid=valid_set,
                               config=config if _explicit(ctx, "config") or not resume else None,
                               overrides=overrides, resume=resume, device=device, opts=opts,
-                              command=command)
+                              command=command, init=init,
+                              arch=dict(pixelcnn_blocks=blocks, pixelcnn_filters=filters))
     except TrainingInterrupted as stop:
         click.echo(f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}; continue "
                    f"with --resume {stop.checkpoint}", err=True)

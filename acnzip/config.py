@@ -119,12 +119,13 @@ CONFIG_NAMES = tuple(_ARCH)
 
 
 def model_config(name: str, channels: int = 1, height: int = 28, width: int = 28,
-                 binary: bool = True) -> ModelConfig:
-    """The named architecture for images of shape (channels, height, width)."""
+                 binary: bool = True, **overrides) -> ModelConfig:
+    """The named architecture for images of shape (channels, height, width); `overrides`
+    (ModelConfig fields, e.g. pixelcnn_blocks) replace the preset's values."""
     if name not in _ARCH:
         raise ValueError(f"unknown config {name!r} (choose from {', '.join(CONFIG_NAMES)})")
     return ModelConfig(channels=channels, height=height, width=width, binary=binary,
-                       **_ARCH[name])
+                       **{**_ARCH[name], **overrides})
 
 
 def train_config(name: str, **overrides) -> TrainConfig:

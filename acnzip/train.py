@@ -191,7 +191,8 @@ class Trainer:
         self.polyak = Polyak(self.model, tc.polyak_decay)
         self.opt = make_optimizer(self.model, tc)
         store_seed, loop_seed, valid_seed = np.random.SeedSequence(tc.seed).spawn(3)
-        self.store = CodeStore(len(train_x), mc.latent_dim, seed=store_seed)
+        self.store = CodeStore(len(train_x), mc.latent_dim, seed=store_seed,
+                               search_device=self.device)
         self.rng = np.random.default_rng(loop_seed)                   # batches, neighbours
         self.gen = torch.Generator().manual_seed(tc.seed)             # posterior noise eps
         self.x = torch.from_numpy(np.ascontiguousarray(train_x)).to(self.device)
@@ -203,17 +204,27 @@ class Trainer:
             self.valid_subset = torch.from_numpy(np.sort(pick[:tc.valid_images])).to(self.device)
         self.progress = Progress()
         self.info: dict = {}                      # config name, data description (metadata)
+        self.autocast_dtype: torch.dtype | None = None    # bf16: encoder/decoder layers only
+
+    def warm_start(self, weights: dict) -> None:
+        """Start from trained weights (`acnzip train --init`): model and Polyak average take
+        them, and the code store holds their codes of the training images (not noise)."""
+        self.model.load_state_dict(weights)
+        self.polyak.model.load_state_dict(weights)
+        self.store.set_codes(encode_all(self.model, self.x))
 
     def train_step(self, idx: np.ndarray) -> tuple[float, float, float]:
         """One step of Algorithm 1 on training indices idx (B,): (loss, kl, recon) nats/image."""
         self.model.train()
         x = self.x[torch.from_numpy(idx).to(self.device)]                # (B, C, H, W)
-        c = self.model.encoder(x)                                        # (B, D)
-        c_np = c.detach().float().cpu().numpy()
-        c_hat = self.store.sample_neighbours(c_np, idx, self.tc.knn_k, self.rng)
-        self.store.update(idx, c_np)
-        eps = torch.randn(c.shape, generator=self.gen).to(self.device)
-        t = self.model.loss(x, torch.from_numpy(c_hat).to(self.device), code=c, eps=eps)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            c = self.model.encoder(x).float()                            # (B, D)
+            c_np = c.detach().cpu().numpy()
+            c_hat = self.store.sample_neighbours(c_np, idx, self.tc.knn_k, self.rng)
+            self.store.update(idx, c_np)
+            eps = torch.randn(c.shape, generator=self.gen).to(self.device)
+            t = self.model.loss(x, torch.from_numpy(c_hat).to(self.device), code=c, eps=eps)
         loss = t.total.mean()
         if not torch.isfinite(loss):
             raise TrainError(f"the loss became {loss.item()} at step {self.progress.step + 1}; "
@@ -261,7 +272,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.polyak.load_state_dict(ckpt["polyak"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.store.codes = ckpt["codes"].numpy().astype(np.float32, copy=True)
+        self.store.set_codes(ckpt["codes"].numpy())
         self.rng.bit_generator.state = ckpt["rng"]["numpy"]
         self.gen.set_state(ckpt["rng"]["torch"])
         self.progress = Progress.from_dict(ckpt["progress"])
@@ -288,7 +299,7 @@ def save_checkpoint(path: Path, tr: Trainer) -> None:
 def load_checkpoint(path: Path, device="cpu") -> dict:
     """Read a checkpoint written by save_checkpoint; TrainError if it is not one."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)   # the Trainer moves it
     except FileNotFoundError:
         raise TrainError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # damaged or foreign files raise many types
@@ -308,11 +319,13 @@ def _stderr(msg: str) -> None:
 
 @dataclass
 class RunOptions:
-    """How a run is carried out (none of it changes the trained weights)."""
+    """How a run is carried out: none of it changes the algorithm (device and precision
+    change only the float rounding)."""
     checkpoint: Path | None = None        # where checkpoints are written (None: nowhere)
     checkpoint_minutes: float = 10.0      # wall time between periodic checkpoints
     max_minutes: float | None = None      # stop cleanly (with a checkpoint) after this long
     max_steps: int | None = None          # stop after this many steps in all (tests, smoke runs)
+    precision: str = "fp32"               # "bf16": autocast the encoder/decoder layers
     progress: bool = True                 # tqdm bar with the loss in nats/image
     log: Callable[[str], None] = _stderr
 
@@ -456,7 +469,7 @@ def finish(tr: Trainer, reason: str, command: str = "", extra: dict | None = Non
     gmm, report, train_codes = fit_prior(tr)
     final = None
     if tr.valid_x is not None:
-        final = evaluate(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes),
+        final = evaluate(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes, tr.device),
                          tr.tc.knn_k, seed=tr.tc.seed, gmm=gmm)
         final["bits_per_dim"] = final["total"] / (math.log(2) * int(np.prod(tr.x.shape[1:])))
     p = tr.progress
@@ -498,39 +511,92 @@ def _check_resume_settings(tr: Trainer, config: str | None, overrides: dict) -> 
                              f"{getattr(tr.tc, key)}; settings cannot change when resuming")
 
 
-def _trainer(data, valid, config, overrides, resume, dev, opts) -> Trainer:
-    """A new Trainer, or one continuing the checkpoint `resume`."""
+def _init_weights(init: Path, mc: ModelConfig) -> tuple[ModelConfig, dict]:
+    """The model file `init`'s config and averaged weights, checked against the data's shape."""
+    from .modelfile import load_model
+    mf = load_model(init)
+    got = mf.config
+    if (got.channels, got.height, got.width, got.binary) != (mc.channels, mc.height, mc.width,
+                                                             mc.binary):
+        raise TrainError(f"--init {init}: the model is for {got.channels}x{got.height}x"
+                         f"{got.width} {'binary' if got.binary else '8-bit'} images, the data "
+                         f"are {mc.channels}x{mc.height}x{mc.width} "
+                         f"{'binary' if mc.binary else '8-bit'}")
+    return got, mf.model.state_dict()
+
+
+def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=None) -> Trainer:
+    """A new Trainer (from `init`'s weights, if given), or one continuing the checkpoint
+    `resume`. arch: ModelConfig fields overriding the named config's (None values ignored)."""
     train_x = data.model_pixels()
     valid_x = valid.model_pixels(like=data) if valid is not None else None
+    arch = {k: v for k, v in (arch or {}).items() if v is not None}
     if resume is None:
         config = config or "cpu"
         H, W, C = data.shape
-        tr = Trainer(model_config(config, C, H, W, data.binary), train_config(config, **overrides),
-                     train_x, valid_x, dev)
+        mc = model_config(config, C, H, W, data.binary, **arch)
+        weights = None
+        if init is not None:
+            if arch:
+                raise TrainError("--init takes the architecture from the model file; leave "
+                                 "out --blocks/--filters")
+            mc, weights = _init_weights(init, mc)
+            if overrides.get("kl_warmup") is None:     # a trained model needs no KL warm-up
+                overrides = {**overrides, "kl_warmup": 0}
+        tr = Trainer(mc, train_config(config, **overrides), train_x, valid_x, dev)
         tr.info = {"config": config, "data": _data_info(data)}
+        if weights is not None:
+            tr.warm_start(weights)
+            tr.info["init"] = {"file": Path(init).name, "sha256": _sha256(Path(init))}
+            opts.log(f"starting from the weights of {init}")
         return tr
+    if init is not None:
+        raise TrainError("--init and --resume exclude each other (a checkpoint has weights)")
     ckpt = load_checkpoint(resume, dev)
     tr = Trainer.from_checkpoint(ckpt, train_x, valid_x, dev, overrides.get("epochs"))
     tr.info = ckpt.get("info", {})
     _check_resume_settings(tr, config, overrides)
+    for key, value in arch.items():
+        if value != getattr(tr.mc, key):
+            raise TrainError(f"the checkpoint's model has {key} {getattr(tr.mc, key)}, not "
+                             f"{value}; the architecture cannot change when resuming")
     opts.log(f"resuming {resume} at step {tr.progress.step} (epoch {tr.progress.epoch + 1})")
     return tr
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def train(data: Dataset, out: Path, valid: Dataset | None = None, config: str | None = None,
           overrides: dict | None = None, resume: Path | None = None, device: str = "auto",
-          opts: RunOptions | None = None, command: str = "") -> TrainResult:
+          opts: RunOptions | None = None, command: str = "", arch: dict | None = None,
+          init: Path | None = None) -> TrainResult:
     """What `acnzip train` does: build (or resume) a Trainer, run it, fit p(z), write `out`.
 
     config: a named config ("cpu" when None). overrides: TrainConfig fields (None values are
-    ignored); when resuming they must equal the checkpoint's, except "epochs".
+    ignored); when resuming they must equal the checkpoint's, except "epochs". arch:
+    ModelConfig fields over the config's (pixelcnn_blocks, pixelcnn_filters). init: a model
+    file to start from (weights only: a new optimiser, code store re-encoded, no KL warm-up
+    unless asked for).
     """
     opts, overrides = opts or RunOptions(), dict(overrides or {})
     dev = pick_device(device)
-    tr = _trainer(data, valid, config, overrides, resume, dev, opts)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    tr = _trainer(data, valid, config, overrides, resume, dev, opts, arch, init)
+    if opts.precision == "bf16":
+        tr.autocast_dtype = torch.bfloat16
+    elif opts.precision != "fp32":
+        raise TrainError(f"precision must be fp32 or bf16, not {opts.precision!r}")
     opts.log(f"training config {tr.info.get('config')}: {len(data)} images {data.shape} "
              f"{'binary' if data.binary else '8-bit'}, {tr.tc.epochs} epochs of batch "
-             f"{tr.tc.batch_size}, {tr.tc.optimizer} lr {tr.tc.lr:g}, device {dev}")
+             f"{tr.tc.batch_size}, {tr.tc.optimizer} lr {tr.tc.lr:g}, device {dev}, "
+             f"{opts.precision}, PixelCNN {tr.mc.pixelcnn_blocks} x {tr.mc.pixelcnn_filters}")
     reason = run(tr, opts)
     opts.log(f"stopped ({reason}) at step {tr.progress.step}; fitting p(z) and validating")
     gmm, meta = finish(tr, reason, command, extra=dict(tr.info))

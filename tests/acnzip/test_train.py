@@ -138,3 +138,63 @@ def test_train_writes_a_model_file_that_loads(tmp_path):
     z = torch.randn(4, 4)
     assert torch.equal(m.model.decoder(x, z), tr.polyak.model.decoder(x, z))
     assert not any(k.endswith("mask") for k in torch.load(out, weights_only=True)["weights"])
+
+
+def _tiny_model_file(tmp_path, **arch):
+    """Train a tiny model for 3 steps on synthetic 8x8 data: (model path, data, valid)."""
+    np.save(tmp_path / "train.npy", _synthetic(40, 0)[:, 0])
+    np.save(tmp_path / "valid.npy", _synthetic(12, 1)[:, 0])
+    data, valid = load_array(tmp_path / "train.npy"), load_array(tmp_path / "valid.npy")
+    out = tmp_path / "first.pt"
+    train(data, out, valid=valid, config="tiny", overrides={"epochs": 1}, arch=arch,
+          opts=RunOptions(max_steps=3, **QUIET))
+    return out, data, valid
+
+
+def test_init_starts_from_the_model_files_weights_and_codes(tmp_path):
+    torch.set_num_threads(1)
+    first, data, valid = _tiny_model_file(tmp_path, pixelcnn_blocks=3)
+    m = load_model(first)
+    assert m.config.pixelcnn_blocks == 3
+    from acnzip.train import _trainer, encode_all
+    tr = _trainer(data, valid, "tiny", {}, None, torch.device("cpu"), RunOptions(**QUIET),
+                  init=first)
+    assert tr.tc.kl_warmup == 0 and tr.mc == m.config
+    for name, w in m.model.state_dict().items():
+        assert torch.equal(tr.model.state_dict()[name], w), name
+        assert torch.equal(tr.polyak.model.state_dict()[name], w), name
+    np.testing.assert_array_equal(tr.store.codes, encode_all(m.model, tr.x))
+    # ... and a run from it records where it started.
+    res = train(data, tmp_path / "second.pt", valid=valid, config="tiny", init=first,
+                overrides={"epochs": 1}, opts=RunOptions(max_steps=2, **QUIET))
+    assert res.metadata["init"]["file"] == "first.pt" and len(res.metadata["init"]["sha256"]) == 64
+
+
+def test_init_refuses_a_model_for_other_images_and_arch_options(tmp_path):
+    first, data, valid = _tiny_model_file(tmp_path)
+    np.save(tmp_path / "big.npy", _synthetic(4, 0, 10, 10)[:, 0])
+    with pytest.raises(TrainError, match=r"for 1x8x8 binary images, the data are 1x10x10"):
+        train(load_array(tmp_path / "big.npy"), tmp_path / "x.pt", config="tiny", init=first,
+              opts=RunOptions(**QUIET))
+    with pytest.raises(TrainError, match="leave out --blocks/--filters"):
+        train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_filters": 16},
+              opts=RunOptions(**QUIET))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_bf16_training_keeps_prior_and_likelihood_float32_and_writes_float32(tmp_path):
+    torch.set_num_threads(1)
+    mc, tc = _tiny()
+    tr = Trainer(mc, tc, _synthetic(32, 0))
+    tr.autocast_dtype = torch.bfloat16
+    seen = {}
+    tr.model.prior.register_forward_hook(lambda mod, inp, out: seen.update(prior=inp[0].dtype))
+    loss, kl, recon = tr.train_step(np.arange(16))
+    assert seen["prior"] == torch.float32 and np.isfinite(loss) and abs(loss - kl - recon) < 1e-3
+    # The whole CLI path with --precision bf16: the model file is float32.
+    np.save(tmp_path / "train.npy", _synthetic(40, 0)[:, 0])
+    res = train(load_array(tmp_path / "train.npy"), tmp_path / "m.pt", config="tiny",
+                opts=RunOptions(max_steps=2, precision="bf16", **QUIET))
+    assert res.steps == 2
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert {w.dtype for w in blob["weights"].values()} == {torch.float32}

@@ -1,0 +1,33 @@
+"""scripts/train-gpu.sh, the script run when a GPU is lent, tested on the CPU with `tiny`."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acnzip.modelfile import load_model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train-gpu.sh"
+
+
+@pytest.mark.slow
+def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n in (("bin_train", 64), ("bin_valid", 16)):
+        np.savez_compressed(data / f"{name}.npz", x=(rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
+    env = dict(os.environ, PYTHON=sys.executable, JOBS="tiny", CKPTDIR=str(tmp_path / "ckpt"),
+               WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(SCRIPT), str(out), "0.05", str(data), "cpu"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "bin-tiny.log").read_text()
+    assert "bf16" in log and "wrote" in log, log
+    m = load_model(out / "bin-tiny.pt")
+    assert m.config.binary and m.metadata["stop_reason"] == "max-minutes"
+    assert m.metadata["train_data"]["n"] == 64
+    assert (tmp_path / "ckpt" / "bin-tiny.ckpt").stat().st_size > 0
