@@ -7,8 +7,9 @@ fingerprint -> Bob pops everything -> write PNGs or the array file, atomically.
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import platform
+import zipfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from tqdm import tqdm
 
 from codec import AnsStack, BinGrid, CodecError, StackUnderflowError
 from . import __version__
-from .archive import Archive, ArchiveError, read_archive, write_archive
-from .atomic import atomic_directory, atomic_write_bytes, check_output
-from .data import Dataset, load_dataset, png_name, safe_name
+from .archive import (Archive, ArchiveError, check_header, check_paths, fixed_bytes, pack_files,
+                      pack_names, read_archive, section_sizes, unpack_files, unpack_names,
+                      write_archive)
+from .atomic import check_folder_output, check_output, write_folder
+from .data import load_dataset, png_name
 from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
-from .order import PermutationCodec, pack_names, permutation_bits, unpack_names
+from .order import PermutationCodec, permutation_bits
 from .protocol import (Coder, Layout, chain_lengths, default_chains, decode_dataset,
                        encode_dataset, fingerprint, seed_words)
 from .evaluate import tour_kl
@@ -87,44 +90,51 @@ def grid_for(codes: np.ndarray, width: float = BinGrid.width, margin: float = 8.
 
 @dataclass
 class Report:
-    """What compress measured; `as_dict` is the --report JSON (units in the key names)."""
+    """What compress measured; `as_dict` is the --report JSON. Keys say their unit and whether
+    they are per image or a total; the *_bytes of the sections add up to archive_bytes, with
+    the same names as `acnzip info` uses."""
     n_images: int
     dims_per_image: int
-    archive_bytes: int
-    header_bytes: int
-    model_bytes: int
-    payload_bytes: int
+    input_bytes: int
+    n_other_files: int
+    sections: dict              # archive.section_sizes
     kl_bits: float
     kl_start_bits: float
     recon_bits: float
     order_bits: float
     initial_bits: int
-    kl_tour_nats: float
+    kl_tour_nats: float         # per image
     encode_seconds: float
     chains: int
+    model: dict                 # name, sha256, where ("shipped", "embedded" or "file")
+    images_renamed: int         # images restored under another suffix (.jpg -> .png)
 
     def as_dict(self) -> dict:
-        n = self.n_images
+        n, sec = self.n_images, self.sections
         bound_bits = self.kl_bits + self.recon_bits + self.order_bits
-        coded_bits = 8 * (self.payload_bytes)
+        archive_bits = 8 * sec["archive_bytes"]
+        per_image_nats = LN2 / n
         return {
-            "n_images": n, "chains": self.chains, "archive_bytes": self.archive_bytes,
-            "header_bytes": self.header_bytes, "model_bytes": self.model_bytes,
-            "payload_bytes": self.payload_bytes,
-            "bits_per_image": 8 * self.archive_bytes / n,
-            "nats_per_image": 8 * self.archive_bytes * LN2 / n,
-            "bits_per_dim": 8 * self.archive_bytes / (n * self.dims_per_image),
-            "payload_nats_per_image": coded_bits * LN2 / n,
-            "bound_nats_per_image": bound_bits * LN2 / n,
-            "kl_nats": self.kl_bits * LN2 / n,
-            "kl_start_nats": self.kl_start_bits * LN2 / n,
-            "kl_tour_nats": self.kl_tour_nats,
-            "recon_nats": self.recon_bits * LN2 / n,
-            "order_bits": self.order_bits,
-            "initial_bits": self.initial_bits,
-            "overhead_pct": 100.0 * (8 * self.archive_bytes - bound_bits) / bound_bits,
-            "payload_overhead_pct": 100.0 * (coded_bits - bound_bits) / bound_bits,
-            "encode_seconds": self.encode_seconds,
+            "n_images": n, "n_other_files": self.n_other_files,
+            "input_bytes": self.input_bytes, **sec,
+            "fixed_cost_bytes": sec["frame_bytes"] + sec["header_bytes"] + sec["names_bytes"],
+            "compression_ratio": self.input_bytes / sec["archive_bytes"],
+            "bits_per_image": archive_bits / n,
+            "nats_per_image": archive_bits * per_image_nats,
+            "bits_per_dim": archive_bits / (n * self.dims_per_image),
+            "payload_nats_per_image": 8 * sec["payload_bytes"] * per_image_nats,
+            "bound_nats_per_image": bound_bits * per_image_nats,
+            "kl_nats_per_image": self.kl_bits * per_image_nats,
+            "kl_start_nats_per_image": self.kl_start_bits * per_image_nats,
+            "recon_nats_per_image": self.recon_bits * per_image_nats,
+            "order_nats_per_image": self.order_bits * per_image_nats,
+            "kl_tour_nats_per_image": self.kl_tour_nats,
+            "bound_bits_total": bound_bits, "order_bits_total": self.order_bits,
+            "initial_bits_total": self.initial_bits,
+            "payload_over_bound_pct": 100.0 * (8 * sec["payload_bytes"] - bound_bits) / bound_bits,
+            "chains": self.chains, "encode_seconds": self.encode_seconds,
+            "model_name": self.model["name"], "model_sha256": self.model["sha256"],
+            "model_from": self.model["from"], "images_renamed": self.images_renamed,
         }
 
 
@@ -133,22 +143,34 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar, bar.update
 
 
+def _is_shipped(path: Path) -> bool:
+    return path.resolve().parent == MODELS.resolve()
+
+
 def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
              order: str = "keep", embed_model: bool = False, force: bool = False,
              chains: int | None = None, threads: int = 1, quiet: bool = False) -> dict:
-    """Compress DATA into the archive `out`; returns the report dict."""
+    """Compress DATA into the archive `out`; returns the report dict (Report.as_dict).
+
+    Images are coded; every other file of a folder (and every other array of a .npz) is kept
+    byte for byte. The archive is validated with the reader's own header checks before it
+    is written, and written atomically.
+    """
     t0 = time.perf_counter()
     out = Path(out)
     check_output(out, force)
-    if not out.parent.is_dir():
+    if not out.absolute().parent.is_dir():
         raise CompressError(f"{out.parent}: no such folder for the archive")
     if order not in ("keep", "set"):
         raise CompressError(f"--order must be keep or set, not {order!r}")
-    ds = load_dataset(data)
+    ds = load_dataset(data, exclude=out)
     pixels = ds.model_pixels()                                           # (N, C, H, W)
     shape = pixels.shape[1:]
     model_path = Path(model) if model else default_model_path(shape, ds.binary)
-    model_blob = model_path.read_bytes()
+    try:
+        model_blob = model_path.read_bytes()
+    except OSError as exc:
+        raise CompressError(f"cannot read the model {model_path}: {exc.strerror}") from None
     mf = load_model(model_blob)
     _check_fits(mf, shape, ds.binary, f"model {model_path.name}")
     coder = _coder(mf, BinGrid(), threads)
@@ -172,44 +194,38 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
             bar.reset()
     bar.close()
 
+    model_sha = hashlib.sha256(model_blob).hexdigest()
     header = {
         "acnzip_version": __version__, "n_images": n, "shape_chw": list(shape),
         "binary": ds.binary, "binary_value": ds.binary_value, "mode": ds.mode,
-        "source": _source_info(ds, data), "order": order,
-        "chain_lengths": layout.lengths.tolist(), "seed_words": words, "seed": 0,
-        "grid": {"width": grid.width, "range": grid.range}, "threads": threads,
-        "model_sha256": hashlib.sha256(model_blob).hexdigest(),
+        "source": dict(ds.origin) if ds.origin["kind"] != "folder" else {"kind": "folder"},
+        "order": order, "chain_lengths": layout.lengths.tolist(), "seed_words": words,
+        "seed": 0, "grid": {"width": grid.width, "range": grid.range}, "threads": threads,
+        "model_sha256": model_sha, "model_name": model_path.name,
         "fingerprint": fingerprint(coder, layout.lengths.size),
         "versions": _versions(),
+        "other_files": {"count": len(ds.other_files),
+                        "bytes": sum(len(c) for _, c in ds.other_files)},
     }
+    if header["source"]["kind"] == "npy":
+        header["source"]["key"] = None
     names = pack_names(ds.names) if order == "keep" and ds.mode != "array" else b""
-    archive = Archive(header, stack.to_bytes(), names, model_blob if embed_model else b"",
-                      order_kept=order == "keep")
-    size = write_archive(out, archive)
+    archive = Archive(header, stack.to_bytes(), names, pack_files(ds.other_files),
+                      model_blob if embed_model else b"", order_kept=order == "keep")
+    try:
+        check_header(header, archive)            # Bob's checks, before anything is written
+    except ArchiveError as exc:
+        raise CompressError(f"cannot store this data: {exc}") from None
+    write_archive(out, archive)
     kl_tour = _tour_kl_nats(mf, codes, tour)
-    report = Report(n, int(np.prod(shape)), size, size - len(archive.payload) - len(archive.model),
-                    len(archive.model), len(archive.payload), costs.kl_bits, costs.kl_start_bits,
+    where = "embedded" if embed_model else ("shipped" if _is_shipped(model_path) else "file")
+    renamed = sum(png_name(x) != x for x in ds.names) if ds.mode != "array" else 0
+    report = Report(n, int(np.prod(shape)), ds.input_bytes, len(ds.other_files),
+                    section_sizes(archive), costs.kl_bits, costs.kl_start_bits,
                     costs.recon_bits, permutation_bits(n) if order == "keep" else 0.0,
-                    stack.initial_bits, kl_tour, time.perf_counter() - t0, layout.lengths.size)
+                    stack.initial_bits, kl_tour, time.perf_counter() - t0, layout.lengths.size,
+                    {"name": model_path.name, "sha256": model_sha, "from": where}, renamed)
     return report.as_dict()
-
-
-def _source_info(ds: Dataset, data) -> dict:
-    if ds.mode != "array":
-        return {"kind": "folder"}
-    spec = str(data)
-    path, key = (spec.rsplit(":", 1) if not Path(spec).exists() and ":" in spec else (spec, None))
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        with np.load(path) as z:
-            key = key or ("x" if "x" in z.files else z.files[0])
-    kind = path.suffix.lower().lstrip(".")
-    if kind == "npz":
-        with np.load(path) as z:
-            ndim = z[key].ndim
-    else:
-        ndim = np.load(path, mmap_mode="r").ndim
-    return {"kind": kind, "file": path.name, "key": key, "ndim": int(ndim)}
 
 
 def _versions() -> dict:
@@ -225,32 +241,52 @@ def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray) -> float:
 
 
 def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[ModelFile, str]:
-    """The model that made the archive: --model, else the embedded one, else the shipped one."""
+    """The model that made the archive: --model, else the embedded one, else the shipped one
+    when its hash matches; otherwise an error naming the file the archive needs."""
     h = archive.header
+    needed = h.get("model_name", "the model file it was made with")
+    need = f"{needed} (sha256 {h['model_sha256'][:16]}...)"
     if model is not None:
-        blob, what = Path(model).read_bytes(), f"model {Path(model).name}"
+        try:
+            blob, what = Path(model).read_bytes(), f"model {Path(model).name}"
+        except OSError as exc:
+            raise CompressError(f"cannot read the model {model}: {exc.strerror}") from None
     elif archive.model:
         blob, what = archive.model, "the embedded model"
     else:
-        blob, what = default_model_path(tuple(h["shape_chw"]), h["binary"]).read_bytes(), \
-            "the shipped model"
+        try:
+            path = default_model_path(tuple(h["shape_chw"]), h["binary"])
+            blob = path.read_bytes()
+        except CompressError:
+            blob = b""
+        if hashlib.sha256(blob).hexdigest() != h["model_sha256"]:
+            raise CompressError(f"this archive needs the model file {need}, which is not "
+                                "shipped with this acnzip: pass it with --model")
+        what = "the shipped model"
     if hashlib.sha256(blob).hexdigest() != h["model_sha256"]:
-        raise CompressError(f"wrong model: the archive was made with model sha256 "
-                            f"{h['model_sha256'][:16]}..., {what} is "
-                            f"{hashlib.sha256(blob).hexdigest()[:16]}... (pass --model)")
+        raise CompressError(f"wrong model: the archive needs {need}; {what} has sha256 "
+                            f"{hashlib.sha256(blob).hexdigest()[:16]}...")
     return load_model(blob), what
 
 
 def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path | None = None,
                force: bool = False, threads: int | None = None, quiet: bool = False) -> dict:
-    """Restore the images of an archive into `outdir` (PNG files or the array file)."""
+    """Restore an archive into the folder `outdir`: the images (PNG files, or the array file)
+    and every file kept byte for byte. `outdir` may exist only if empty, or with `force`;
+    then only files of the same paths are replaced (atomic.write_folder). Nothing is written
+    unless everything decoded and checked."""
     t0 = time.perf_counter()
     outdir = Path(outdir)
-    check_output(outdir, force)
-    archive = read_archive(archive_path)
+    check_folder_output(outdir, force)
+    archive = read_archive(archive_path)                   # container + header schema checked
     h = archive.header
-    check_header(h, archive)
+    names = unpack_names(archive.names, h["n_images"]) if archive.names else None
+    others = unpack_files(archive.files, h["other_files"]["count"], h["other_files"]["bytes"]) \
+        if "other_files" in h else []
+    outputs = _output_paths(h, names, others)
+    check_folder_output(outdir, force, outputs)
     mf, what = _load_for_archive(archive, model)
+    _check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     coder = _coder(mf, grid, threads or h["threads"])
     layout = Layout(np.asarray(h["chain_lengths"], dtype=np.int64))
@@ -273,89 +309,85 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     if tour is not None:
         restored = np.empty_like(pixels)
         restored[tour] = pixels
-        names = _archive_names(archive, n)
     else:
-        restored, names = pixels, [f"{i:0{len(str(n - 1))}d}" for i in range(n)]
+        restored = pixels
     if not np.array_equal(stack.words(), AnsStack.with_initial_bits(h["seed_words"], h["seed"]).words()):
         raise CompressError("archive decoded inconsistently (the initial bits did not come "
                             "back): it is damaged or was made by a different computation")
-    _write_images(outdir, restored, names, h, force)
-    return {"n_images": n, "decode_seconds": time.perf_counter() - t0, "outdir": str(outdir)}
+    written = write_folder(outdir, _writers(restored, names, others, h), force)
+    return {"n_images": n, "n_other_files": len(others) if h["source"]["kind"] == "folder" else 0,
+            "files_written": len(written), "decode_seconds": time.perf_counter() - t0,
+            "outdir": str(outdir),
+            "restored_bytes": sum((outdir / r).stat().st_size for r in written)}
 
 
-_HEADER_KEYS = {"acnzip_version": str, "n_images": int, "shape_chw": list, "binary": bool,
-                "binary_value": int, "mode": str, "source": dict, "order": str,
-                "chain_lengths": list, "seed_words": int, "seed": int, "grid": dict,
-                "threads": int, "model_sha256": str, "fingerprint": str, "versions": dict}
+def _image_names(h: dict, names: list[str] | None) -> list[str]:
+    """Relative paths of the restored images of a folder archive."""
+    n = h["n_images"]
+    if names is not None:
+        return [png_name(x) for x in names]
+    return [f"{i:0{len(str(n - 1))}d}.png" for i in range(n)]
 
 
-def check_header(h: dict, archive: Archive) -> None:
-    """The JSON header has every key with its type and consistent counts (ArchiveError)."""
-    for key, kind in _HEADER_KEYS.items():
-        if not isinstance(h.get(key), kind):
-            raise ArchiveError(f"archive header: {key!r} is missing or not a {kind.__name__}")
-    if h["order"] not in ("keep", "set") or (h["order"] == "keep") != archive.order_kept:
-        raise ArchiveError("archive header: order and flags disagree")
-    lengths = h["chain_lengths"]
-    if not all(isinstance(v, int) and v >= 1 for v in lengths) or sum(lengths) != h["n_images"] \
-            or sorted(lengths, reverse=True) != lengths or h["n_images"] < 1:
-        raise ArchiveError("archive header: chain lengths do not add up to the images")
-    src = h["source"]
-    if src.get("kind") not in ("folder", "npy", "npz") or (
-            src["kind"] != "folder" and not _bare_file_name(src.get("file"))):
-        raise ArchiveError("archive header: bad source description")
+def _output_paths(h: dict, names: list[str] | None, others: list) -> list[str]:
+    """Every file decompress will write, relative to the output folder (checked: safe,
+    distinct, no file where another needs a folder)."""
+    if h["source"]["kind"] != "folder":
+        return [h["source"]["file"]]
+    paths = _image_names(h, names) + [p for p, _ in others]
+    check_paths(paths, "archive")
+    return paths
 
 
-def _bare_file_name(name) -> bool:
-    return isinstance(name, str) and safe_name(name) and "/" not in name
-
-
-def _archive_names(archive: Archive, n: int) -> list[str]:
-    """The stored names (folder input, --order keep): n safe relative paths, else an error."""
-    if archive.header["source"]["kind"] != "folder":
-        return [str(i) for i in range(n)]
-    names = unpack_names(archive.names)
-    if len(names) != n or not all(safe_name(x) for x in names) or \
-            len({png_name(x) for x in names}) != n:
-        raise ArchiveError("archive names section is damaged (wrong count or unsafe names)")
-    return names
-
-
-def _write_images(outdir: Path, pixels: np.ndarray, names: list[str], h: dict, force: bool):
-    """pixels (N, C, H, W) as the model saw them -> the original values, files, atomically."""
+def _writers(pixels: np.ndarray, names, others, h: dict):
+    """(relative path, writer) for every output: pixels (N, C, H, W) as the model saw them."""
     images = pixels.transpose(0, 2, 3, 1)
     if h["binary"]:
         images = images * np.uint8(h["binary_value"])
     src = h["source"]
-    with atomic_directory(outdir, force) as tmp:
-        if src["kind"] == "folder":
-            for name, img in zip(names, images):
-                path = tmp / png_name(name)
-                if tmp.resolve() not in path.resolve().parents:     # never outside OUTDIR
-                    raise ArchiveError(f"archive names an unsafe path {name!r}")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _save_png(path, img, h["mode"])
-        else:
-            arr = images[..., 0] if src["ndim"] == 3 else images
-            with open(tmp / src["file"], "wb") as f:    # the exact name (np.save adds suffixes)
-                if src["kind"] == "npz":
-                    np.savez_compressed(f, **{src["key"]: arr})
-                else:
-                    np.save(f, arr)
+    if src["kind"] != "folder":
+        arr = images[..., 0] if src["ndim"] == 3 else images
+        yield src["file"], lambda path: _save_array(path, arr, src, others)
+        return
+    for rel, img in zip(_image_names(h, names), images):
+        yield rel, (lambda path, img=img: _save_png(path, img, h["mode"]))
+    for rel, content in others:
+        yield rel, (lambda path, content=content: path.write_bytes(content))
+
+
+def _save_array(path: Path, arr: np.ndarray, src: dict, others: list) -> None:
+    """The array file: .npy, or a .npz holding the array under its key beside the other
+    members kept byte for byte (written with zipfile: any key, even 'file' or
+    'allow_pickle', which numpy's savez would take as its own arguments)."""
+    if src["kind"] == "npy":
+        with open(path, "wb") as f:
+            np.save(f, arr)
+        return
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(src["key"] + ".npy", buf.getvalue())
+        for member, content in others:
+            zf.writestr(member, content)
 
 
 def _save_png(path: Path, img: np.ndarray, mode: str) -> None:
     """img (H, W, C) uint8 -> a PNG in the original Pillow mode."""
     if mode == "1":
-        Image.fromarray(img[..., 0] > 0).save(path)
+        Image.fromarray(img[..., 0] > 0).save(path, format="PNG")
     elif img.shape[2] == 1:
-        Image.fromarray(img[..., 0], mode="L").save(path)
+        Image.fromarray(img[..., 0], mode="L").save(path, format="PNG")
     else:
-        Image.fromarray(img, mode=mode).save(path)
+        Image.fromarray(img, mode=mode).save(path, format="PNG")
 
 
 def archive_info(archive_path: str | Path) -> dict:
-    """The header of an archive plus its section sizes (for `acnzip info`)."""
+    """An archive's header (validated) and the bytes of each section, which add up to
+    archive_bytes (the same key names as compress's report)."""
     a = read_archive(archive_path)
-    return {**a.header, "payload_bytes": len(a.payload), "names_bytes": len(a.names),
-            "model_embedded_bytes": len(a.model), "archive_bytes": Path(archive_path).stat().st_size}
+    sizes = {"frame_bytes": fixed_bytes(a.version), "header_bytes": None,
+             "names_bytes": len(a.names), "other_files_bytes": len(a.files),
+             "model_bytes": len(a.model), "payload_bytes": len(a.payload)}
+    total = Path(archive_path).stat().st_size
+    sizes["header_bytes"] = total - sum(v for v in sizes.values() if v is not None)
+    return {**a.header, "format_version": a.version, **sizes, "archive_bytes": total}

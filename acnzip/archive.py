@@ -1,47 +1,83 @@
-"""The .acn container: fixed header, JSON header, names, optional model, ANS payload, CRCs.
+"""The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout (little-endian; docs/format.md has the full table and the JSON keys):
+Byte layout of format version 2 (little-endian; docs/format.md has the full table and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16), currently 1
+    4       2     format version (u16): 2 (version 1, without the files section, is read too)
     6       2     flags (u16): bit 0 model embedded, bit 1 order kept; bits 2-15 reserved = 0
     8       4     header length Lh (u32)
     12      4     names length Ln (u32)
-    16      8     model length Lm (u64)
-    24      8     payload length Lp (u64), a multiple of 4
-    32      4     CRC-32 of bytes 0..31
-    36      Lh    header: zlib (deflate, level 9) of the UTF-8 JSON
-            Ln    names section
+    16      8     other-files length Lf (u64)
+    24      8     model length Lm (u64)
+    32      8     payload length Lp (u64), a multiple of 4
+    40      4     CRC-32 of bytes 0..39
+    44      Lh    header: zlib (deflate, level 9) of the UTF-8 JSON
+            Ln    names section: xz of the newline-separated names
+            Lf    other files: xz of (u32 path length, UTF-8 path, u64 size, bytes) records
             Lm    model file bytes (empty unless bit 0)
             Lp    ANS payload: 32-bit words, little-endian
-    end-4   4     CRC-32 of everything from offset 36 up to the end of the payload
+    end-4   4     CRC-32 of everything from offset 44 up to the end of the payload
+
+Guarantees of `read_archive`: it reads the fixed header first and nothing more unless the
+magic, CRC and version are right and the declared sections add up to the file's size; the
+JSON header is inflated with a cap and validated against one schema (`check_header`: every
+key's type and range, every count bounded by a memory budget) before any other work; the
+names and other-files sections are inflated with caps derived from the validated header.
+Every failure is an ArchiveError with a one-line message.
 """
 from __future__ import annotations
 
 import json
+import lzma
+import os
+import re
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .atomic import atomic_write_bytes
+from .errors import AcnzipError
 
 __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMBEDDED",
-           "FLAG_ORDER_KEPT", "pack", "unpack", "read_archive", "write_archive"]
+           "FLAG_ORDER_KEPT", "pack", "unpack", "read_archive", "write_archive", "check_header",
+           "pack_names", "unpack_names", "pack_files", "unpack_files", "safe_name",
+           "section_sizes", "LIMITS"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
-_FIXED = struct.Struct("<4sHHIIQQ")  # 32 bytes, followed by its CRC-32
+_FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
+          2: struct.Struct("<4sHHIIQQQ")}     # 40 bytes + CRC
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
-FIXED_BYTES = _FIXED.size + 4
 
 
-class ArchiveError(ValueError):
-    """The file is not a readable acnzip archive (wrong magic, version, flags, size, CRC)."""
+class _Limits:
+    """What a reader accepts; anything beyond is refused before it costs memory or time.
+
+    The output budget bounds what decoding holds in memory: N x C x H x W pixel bytes."""
+    max_images = 10 ** 8
+    max_side = 1 << 14
+    max_pixel_bytes = 1 << 33         # 8 GiB of decoded pixels
+    max_chains = 4096
+    max_seed_words = 1 << 22
+    max_threads = 256
+    max_grid_bins = 1 << 21
+    max_name_bytes = 4096             # one stored path, UTF-8
+    max_other_files = 10 ** 6
+    max_other_bytes = 1 << 28         # 256 MiB of files kept byte for byte (held in memory)
+    max_text = 256                    # short strings (versions, mode, names of things)
+
+
+LIMITS = _Limits()
+
+
+class ArchiveError(AcnzipError, ValueError):
+    """The file is not a readable acnzip archive: one line saying what is wrong."""
 
 
 @dataclass
@@ -49,53 +85,92 @@ class Archive:
     header: dict
     payload: bytes
     names: bytes = b""
+    files: bytes = b""           # the other-files section (xz), empty if none
     model: bytes = b""
     order_kept: bool = True
+    version: int = FORMAT_VERSION
 
     @property
     def flags(self) -> int:
         return (FLAG_MODEL_EMBEDDED if self.model else 0) | (FLAG_ORDER_KEPT if self.order_kept else 0)
 
 
+def fixed_bytes(version: int = FORMAT_VERSION) -> int:
+    """Bytes of the fixed header, its CRC and the trailing body CRC: the per-archive frame."""
+    return _FIXED[version].size + 8
+
+
+def _header_bytes(header: dict) -> bytes:
+    return zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
+
+
 def pack(archive: Archive) -> bytes:
-    """The archive's bytes."""
-    header = zlib.compress(json.dumps(archive.header, sort_keys=True,
-                                      separators=(",", ":")).encode(), 9)
+    """The archive's bytes (always the current format version)."""
+    header = _header_bytes(archive.header)
     if len(archive.payload) % 4:
         raise ValueError("payload must be whole 32-bit words")
-    fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, archive.flags, len(header), len(archive.names),
-                        len(archive.model), len(archive.payload))
-    body = header + archive.names + archive.model + archive.payload
+    fixed = _FIXED[FORMAT_VERSION].pack(MAGIC, FORMAT_VERSION, archive.flags, len(header),
+                                        len(archive.names), len(archive.files),
+                                        len(archive.model), len(archive.payload))
+    body = header + archive.names + archive.files + archive.model + archive.payload
     return (fixed + struct.pack("<I", zlib.crc32(fixed)) + body
             + struct.pack("<I", zlib.crc32(body)))
 
 
-def unpack(data: bytes) -> Archive:
-    """Parse and verify an archive; raises ArchiveError saying what is wrong."""
-    if data[:4] != MAGIC[:len(data[:4])] or not data:
+def section_sizes(archive: Archive) -> dict:
+    """Bytes of each part of the packed archive; they add up to `archive_bytes`."""
+    sizes = {"frame_bytes": fixed_bytes(FORMAT_VERSION),
+             "header_bytes": len(_header_bytes(archive.header)),
+             "names_bytes": len(archive.names), "other_files_bytes": len(archive.files),
+             "model_bytes": len(archive.model), "payload_bytes": len(archive.payload)}
+    sizes["archive_bytes"] = sum(sizes.values())
+    return sizes
+
+
+def _parse_fixed(head: bytes, total: int | None) -> tuple[int, int, tuple[int, ...]]:
+    """(version, flags, section lengths) from the first bytes; checks magic, CRC, version,
+    flags and, when `total` (the file's size) is known, that the sections add up to it."""
+    if head[:4] != MAGIC[:len(head[:4])] or not head:
         raise ArchiveError("not an acnzip archive (bad magic number)")
-    if len(data) < FIXED_BYTES + 4:
-        raise ArchiveError(f"archive is truncated ({len(data)} bytes)")
-    magic, version, flags, lh, ln, lm, lp = _FIXED.unpack_from(data)
-    if struct.unpack_from("<I", data, _FIXED.size)[0] != zlib.crc32(data[:_FIXED.size]):
-        raise ArchiveError("archive header is corrupt (CRC mismatch)")
-    if version != FORMAT_VERSION:
+    if len(head) < 6:
+        raise ArchiveError(f"archive is truncated ({len(head)} bytes)")
+    version = struct.unpack_from("<H", head, 4)[0]
+    if version not in _FIXED:
         raise ArchiveError(f"archive format version {version} is not supported "
-                           f"(this acnzip reads version {FORMAT_VERSION})")
+                           f"(this acnzip reads versions 1 and {FORMAT_VERSION})")
+    fmt = _FIXED[version]
+    if len(head) < fmt.size + 4:
+        raise ArchiveError(f"archive is truncated ({len(head)} bytes)")
+    if struct.unpack_from("<I", head, fmt.size)[0] != zlib.crc32(head[:fmt.size]):
+        raise ArchiveError("archive header is corrupt (CRC mismatch)")
+    fields = fmt.unpack_from(head)
+    flags = fields[2]
+    lengths = fields[3:] if version == 2 else (fields[3], fields[4], 0, fields[5], fields[6])
     if flags & ~_KNOWN_FLAGS:
         raise ArchiveError(f"archive uses unknown flags 0x{flags:04x} (reserved bits set)")
-    end = FIXED_BYTES + lh + ln + lm + lp
-    if len(data) != end + 4:
+    expected = fixed_bytes(version) + sum(lengths)
+    if total is not None and total != expected:
         raise ArchiveError(f"archive is truncated or has trailing bytes "
-                           f"({len(data)} bytes, expected {end + 4})")
-    body = data[FIXED_BYTES:end]
+                           f"({total} bytes, expected {expected})")
+    return version, flags, lengths
+
+
+def unpack(data: bytes) -> Archive:
+    """Parse and verify an archive's bytes: container, CRCs and header schema (ArchiveError)."""
+    version, flags, (lh, ln, lf, lm, lp) = _parse_fixed(data[:_FIXED[2].size + 4], len(data))
+    start = _FIXED[version].size + 4
+    end = len(data) - 4
+    body = data[start:end]
     if struct.unpack_from("<I", data, end)[0] != zlib.crc32(body):
         raise ArchiveError("archive data is corrupt (CRC mismatch)")
     if bool(flags & FLAG_MODEL_EMBEDDED) != (lm > 0) or lp % 4:
         raise ArchiveError("archive sections are inconsistent with its flags")
-    header = _parse_header(body[:lh])
-    names, model, payload = body[lh:lh + ln], body[lh + ln:lh + ln + lm], body[lh + ln + lm:]
-    return Archive(header, payload, names, model, bool(flags & FLAG_ORDER_KEPT))
+    cuts = [0, lh, lh + ln, lh + ln + lf, lh + ln + lf + lm, len(body)]
+    raw_header, names, files, model, payload = (body[a:b] for a, b in zip(cuts, cuts[1:]))
+    archive = Archive(_parse_header(raw_header), payload, names, files, model,
+                      bool(flags & FLAG_ORDER_KEPT), version)
+    check_header(archive.header, archive)
+    return archive
 
 
 def _parse_header(raw: bytes) -> dict:
@@ -108,8 +183,9 @@ def _parse_header(raw: bytes) -> dict:
         header = json.loads(text.decode())
     except zlib.error as exc:
         raise ArchiveError(f"archive header is not valid zlib data: {exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArchiveError(f"archive header is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # JSONDecodeError is a
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__   # ValueError
+        raise ArchiveError(f"archive header is not valid JSON: {reason}") from None
     if not isinstance(header, dict):
         raise ArchiveError("archive header is not a JSON object")
     return header
@@ -123,8 +199,236 @@ def write_archive(path: Path, archive: Archive) -> int:
 
 
 def read_archive(path: Path) -> Archive:
+    """Read and verify an archive file. Reads the fixed header first: a file that is not an
+    archive (or not a regular file, or of the wrong size) is refused without reading it."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ArchiveError(f"{path}: not a regular file")
+            head = f.read(_FIXED[2].size + 4)
+            _parse_fixed(head, st.st_size)            # raises unless the sizes add up
+            data = head + f.read(st.st_size - len(head))
+    except IsADirectoryError:
+        raise ArchiveError(f"{path}: is a folder, not an archive") from None
     except OSError as exc:
-        raise ArchiveError(f"cannot read {path}: {exc.strerror}") from None
+        raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) != st.st_size:
+        raise ArchiveError(f"{path} changed while it was read")
     return unpack(data)
+
+
+# ----- the header schema -----
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and v == v and abs(v) != float("inf")
+
+
+def _fail(what: str):
+    raise ArchiveError(f"archive header: {what}")
+
+
+def _int_in(h: dict, key: str, lo: int, hi: int) -> int:
+    v = h.get(key)
+    if not _is_int(v) or not lo <= v <= hi:
+        _fail(f"{key!r} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _text(v, what: str, limit: int = LIMITS.max_text) -> str:
+    if not isinstance(v, str) or len(v) > limit or "\x00" in v:
+        _fail(f"{what} must be a string of at most {limit} characters")
+    return v
+
+
+def safe_name(name: str) -> bool:
+    """A relative POSIX path with no empty, '.' or '..' parts, no backslash or NUL (so it
+    stays inside the output folder on every system)."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and "\x00" not in name \
+        and all(p not in ("", ".", "..") for p in parts)
+
+
+_MODE_CHANNELS = {"1": 1, "L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def check_header(h: dict, archive: Archive) -> None:
+    """Validate the JSON header against the schema (docs/format.md), with every size bounded
+    (LIMITS); ArchiveError naming the first field that is wrong."""
+    for key in ("acnzip_version", "mode", "model_sha256", "fingerprint", "order"):
+        _text(h.get(key), repr(key))
+    if "model_name" in h or archive.version >= 2:
+        name = _text(h.get("model_name"), "'model_name'")
+        if not safe_name(name) or "/" in name:
+            _fail("'model_name' must be a bare file name")
+    n = _int_in(h, "n_images", 1, LIMITS.max_images)
+    shape = h.get("shape_chw")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)
+            and 1 <= shape[0] <= 4 and all(1 <= v <= LIMITS.max_side for v in shape[1:])):
+        _fail("'shape_chw' must be [channels 1-4, height, width]")
+    if n * shape[0] * shape[1] * shape[2] > LIMITS.max_pixel_bytes:
+        _fail(f"{n} images of {shape[1]}x{shape[2]}x{shape[0]} exceed the decoding memory "
+              f"budget of {LIMITS.max_pixel_bytes >> 30} GiB")
+    if not isinstance(h.get("binary"), bool):
+        _fail("'binary' must be true or false")
+    if h.get("binary_value") not in (1, 255) or isinstance(h.get("binary_value"), bool):
+        _fail("'binary_value' must be 1 or 255")
+    mode = h["mode"]
+    if mode != "array" and _MODE_CHANNELS.get(mode) != shape[0]:
+        _fail(f"'mode' {mode!r} does not fit {shape[0]} channel(s)")
+    if mode == "1" and not h["binary"]:
+        _fail("'mode' 1 needs binary pixels")
+    _check_source(h.get("source"), shape[0])
+    if h["order"] not in ("keep", "set") or (h["order"] == "keep") != archive.order_kept:
+        _fail("order and flags disagree")
+    lengths = h.get("chain_lengths")
+    if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)
+            and all(_is_int(v) and v >= 1 for v in lengths) and sum(lengths) == n
+            and sorted(lengths, reverse=True) == lengths):
+        _fail("chain lengths must be positive, non-increasing and add up to the images")
+    _int_in(h, "seed_words", 1, LIMITS.max_seed_words)
+    _int_in(h, "seed", 0, 2 ** 32 - 1)
+    _int_in(h, "threads", 1, LIMITS.max_threads)
+    grid = h.get("grid")
+    if not (isinstance(grid, dict) and set(grid) == {"width", "range"}
+            and _is_num(grid["width"]) and _is_num(grid["range"])
+            and 0 < grid["width"] <= 1 and 1 <= grid["range"] <= 1024
+            and 2 * grid["range"] / grid["width"] <= LIMITS.max_grid_bins):
+        _fail("'grid' must be {width in (0, 1], range in [1, 1024]} with at most "
+              f"{LIMITS.max_grid_bins} bins")
+    if len(h["model_sha256"]) != 64 or not _HEX.fullmatch(h["model_sha256"]):
+        _fail("'model_sha256' must be 64 hex digits")
+    if len(h["fingerprint"]) != 32 or not _HEX.fullmatch(h["fingerprint"]):
+        _fail("'fingerprint' must be 32 hex digits")
+    versions = h.get("versions")
+    if not (isinstance(versions, dict) and len(versions) <= 16
+            and all(isinstance(v, str) and len(v) <= LIMITS.max_text for v in versions.values())
+            and isinstance(versions.get("torch"), str)):
+        _fail("'versions' must map names to short strings, torch among them")
+    other = h.get("other_files", {"count": 0, "bytes": 0})
+    if not (isinstance(other, dict) and set(other) == {"count", "bytes"}):
+        _fail("'other_files' must be {count, bytes}")
+    count = _int_in(other, "count", 0, LIMITS.max_other_files)
+    _int_in(other, "bytes", 0, LIMITS.max_other_bytes)
+    if (count > 0) != (len(archive.files) > 0):
+        _fail("'other_files' disagrees with the files section")
+    if h["source"]["kind"] == "npy" and count:
+        _fail("an .npy source has no other files")
+    if archive.names and not (h["order"] == "keep" and h["source"]["kind"] == "folder"):
+        _fail("a names section is only stored for folders kept in order")
+
+
+def _check_source(src, channels: int) -> None:
+    if not isinstance(src, dict) or src.get("kind") not in ("folder", "npy", "npz"):
+        _fail("'source' must be a folder, npy or npz description")
+    if src["kind"] == "folder":
+        if set(src) != {"kind"}:
+            _fail("'source' of a folder has only a kind")
+        return
+    name = _text(src.get("file"), "'source.file'")
+    if not safe_name(name) or "/" in name:
+        _fail("'source.file' must be a bare file name")
+    if src.get("ndim") not in (3, 4) or isinstance(src.get("ndim"), bool) or \
+            (src["ndim"] == 3 and channels != 1):
+        _fail("'source.ndim' must be 3 (one channel) or 4")
+    key = src.get("key")
+    if src["kind"] == "npz":
+        _text(key, "'source.key'")
+        if not key or "/" in key or "\\" in key:
+            _fail("'source.key' must be a non-empty array name")
+    elif key is not None:
+        _fail("'source.key' is only for npz files")
+
+
+# ----- names and other files -----
+
+def pack_names(names: list[str]) -> bytes:
+    """Names, newline-separated UTF-8, xz-compressed (names must not contain newlines)."""
+    if any("\n" in n for n in names):
+        raise ValueError("names must not contain newlines")
+    if not names:
+        return b""
+    return lzma.compress("\n".join(names).encode(), preset=9 | lzma.PRESET_EXTREME)
+
+
+def _inflate_xz(data: bytes, cap: int, what: str) -> bytes:
+    """Exactly one xz stream of at most `cap` bytes, else ArchiveError."""
+    xz = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        out = xz.decompress(data, max_length=cap + 1)
+    except lzma.LZMAError as exc:
+        raise ArchiveError(f"archive {what} section is not valid xz data ({exc})") from None
+    if len(out) > cap or not xz.eof or xz.unused_data:
+        raise ArchiveError(f"archive {what} section is damaged (wrong size or trailing data)")
+    return out
+
+
+def unpack_names(data: bytes, n: int) -> list[str]:
+    """The n stored names: safe relative paths, distinct (ArchiveError otherwise)."""
+    raw = _inflate_xz(data, n * (LIMITS.max_name_bytes + 1), "names")
+    try:
+        names = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise ArchiveError("archive names section is not UTF-8") from None
+    if len(names) != n or len(set(names)) != n or not all(
+            safe_name(x) and len(x.encode()) <= LIMITS.max_name_bytes for x in names):
+        raise ArchiveError("archive names section is damaged (wrong count or unsafe names)")
+    return names
+
+
+_RECORD = struct.Struct("<IQ")
+
+
+def pack_files(files: list[tuple[str, bytes]]) -> bytes:
+    """Other files kept byte for byte: xz of (u32 path length, u64 size, path, bytes) records."""
+    if not files:
+        return b""
+    parts = []
+    for path, content in files:
+        p = path.encode("utf-8")
+        parts += [_RECORD.pack(len(p), len(content)), p, content]
+    return lzma.compress(b"".join(parts), preset=6)
+
+
+def unpack_files(data: bytes, count: int, total_bytes: int) -> list[tuple[str, bytes]]:
+    """The `count` files of the section, `total_bytes` of contents in all; paths are safe,
+    distinct and no path is a folder of another (ArchiveError otherwise)."""
+    if not count:
+        return []
+    cap = total_bytes + count * (_RECORD.size + LIMITS.max_name_bytes)
+    raw = memoryview(_inflate_xz(data, cap, "files"))
+    files, pos = [], 0
+    try:
+        for _ in range(count):
+            lp, size = _RECORD.unpack_from(raw, pos)
+            pos += _RECORD.size
+            if lp > LIMITS.max_name_bytes or pos + lp + size > len(raw):
+                raise ArchiveError("archive files section is damaged (a record overruns it)")
+            path = bytes(raw[pos:pos + lp]).decode("utf-8")
+            files.append((path, bytes(raw[pos + lp:pos + lp + size])))
+            pos += lp + size
+    except (struct.error, UnicodeDecodeError):
+        raise ArchiveError("archive files section is damaged (bad record)") from None
+    if pos != len(raw) or sum(len(c) for _, c in files) != total_bytes:
+        raise ArchiveError("archive files section is damaged (sizes disagree with the header)")
+    check_paths([p for p, _ in files], "archive files section")
+    return files
+
+
+def check_paths(paths: list[str], what: str) -> None:
+    """Paths that can all be written under one folder: safe, distinct, none a folder of
+    another (ArchiveError otherwise)."""
+    seen = set(paths)
+    if len(seen) != len(paths):
+        raise ArchiveError(f"{what} names a file twice")
+    for p in paths:
+        if not safe_name(p):
+            raise ArchiveError(f"{what} names an unsafe path {p!r}")
+        for parent in PurePosixPath(p).parents:
+            if str(parent) in seen:
+                raise ArchiveError(f"{what}: {parent!r} is both a file and a folder")

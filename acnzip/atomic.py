@@ -1,22 +1,43 @@
-"""Atomic outputs: write to a temporary sibling, then rename, so nothing partial is ever left."""
+"""Outputs that never lose what the user owns: atomic files, and folders filled without
+touching anything acnzip does not write.
+
+Guarantees:
+* `atomic_write_bytes`: the file is either the old one or the complete new one (temporary
+  sibling + fsync + os.replace); the temporary file is removed on any error, Ctrl-C or SIGTERM
+  (`terminate_cleanly`).
+* `write_folder`: every output is first written completely into a temporary folder; nothing
+  existing is changed before that. A new folder then appears by one rename. Into an existing
+  folder (allowed only with force, or when it is empty) each output file is moved into place
+  by os.replace: only files of the same paths are replaced, nothing else in the folder is
+  ever removed or changed.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterable
 
-__all__ = ["OutputExistsError", "atomic_write_bytes", "atomic_directory", "check_output"]
+from .errors import AcnzipError
+
+__all__ = ["OutputExistsError", "atomic_write_bytes", "atomic_directory", "check_output",
+           "write_folder", "terminate_cleanly"]
 
 
-class OutputExistsError(FileExistsError):
-    """The output exists and overwriting was not asked for."""
+class OutputExistsError(AcnzipError, FileExistsError):
+    """The output exists and replacing it was not asked for."""
 
 
 def check_output(path: Path, force: bool) -> None:
-    """Refuse an existing output unless `force` (checked before any work is done)."""
-    if Path(path).exists() and not force:
+    """Refuse an existing output file unless `force` (checked before any work is done); a
+    folder where a file is to be written is always refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder (give a file name)")
+    if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists (use -f to overwrite)")
 
 
@@ -43,26 +64,112 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-@contextlib.contextmanager
-def atomic_directory(path: Path, force: bool = False):
-    """Yield a temporary directory that becomes `path` only if the block succeeds.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (temporary files) runs."""
 
-    An existing `path` is replaced only with `force`, and only after the new one is complete.
+
+@contextlib.contextmanager
+def terminate_cleanly():
+    """Within the block, SIGTERM raises Terminated instead of killing the process at once (in
+    the main thread; elsewhere it does nothing)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:                                # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("terminated")
+
+
+def _is_empty_dir(path: Path) -> bool:
+    with os.scandir(path) as it:
+        return next(it, None) is None
+
+
+def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -> None:
+    """Refuse an output folder that cannot take the outputs (before any work): a file in its
+    place; an existing non-empty folder without `force`; with `force`, an output path whose
+    place (or a parent's) is taken by something of the other kind (a folder where a file goes).
     """
     path = Path(path)
-    check_output(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is not a folder")
+    if not path.is_dir() or _is_empty_dir(path):
+        return
+    if not force:
+        raise OutputExistsError(f"{path} exists and is not empty (use -f to write into it: "
+                                "files of the same names are replaced, nothing else is touched)")
+    for rel in relpaths:
+        target = path / rel
+        if target.is_dir() and not target.is_symlink():
+            raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
+        for parent in list(Path(rel).parents)[:-1]:
+            p = path / parent
+            if p.exists() and not p.is_dir():
+                raise OutputExistsError(f"{p} is a file, the archive restores a folder there")
+
+
+def write_folder(path: Path, files: Iterable[tuple[str, Callable[[Path], None]]],
+                 force: bool = False) -> list[str]:
+    """Write each (relative path, writer) under the folder `path`; writer(p) creates file p.
+
+    All files are written into a temporary folder first; then the whole folder is renamed into
+    place (when `path` does not exist) or each file is moved in with os.replace (an existing
+    folder: empty, or any with `force`; see check_folder_output). Returns the relative paths.
+    """
+    path = Path(path)
+    files = list(files)
+    rels = [rel for rel, _ in files]
+    check_folder_output(path, force, rels)
+    exists = path.is_dir()          # then empty or force: the temporary folder goes inside
+    parent = path if exists else path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = ".acnzip" if exists else f".{path.absolute().name}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"{stem}.", suffix=".tmp", dir=parent))
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
+        for rel, writer in files:
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writer(target)
+            os.chmod(target, 0o666 & ~_umask())
+        if not exists:
+            for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+                os.chmod(d, 0o777 & ~_umask())         # mkdtemp makes 0700
             os.replace(tmp, path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, path)
-    except BaseException:
+            return rels
+        check_folder_output(path, True, rels)           # again: it may have changed meanwhile
+        for rel in rels:
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, path / rel)
+        return rels
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path, force: bool = False):
+    """Yield a temporary directory whose files become the folder `path` (write_folder's rules:
+    a new folder appears whole; an existing one only gains or replaces those files)."""
+    path = Path(path)
+    check_folder_output(path, force)
+    force = force or path.is_dir()          # empty (checked): the staging folder will be in it
+    where = path if path.is_dir() else path.absolute().parent
+    where.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".acnzip-staging.", suffix=".tmp", dir=where))
+    try:
+        yield staging
+        found = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")
+                       if p.is_file())
+        write_folder(path, [(rel, _mover(staging / rel)) for rel in found], force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _mover(src: Path) -> Callable[[Path], None]:
+    return lambda dst: os.replace(src, dst)

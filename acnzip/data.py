@@ -1,11 +1,15 @@
 """Loading DATA: a folder of images or a .npy/.npz array, as uint8 (N, H, W, C) plus names.
 
 Accepted:
-* a folder, searched recursively for image files (by extension, see IMAGE_EXTENSIONS); every
-  image must have the same size and Pillow mode (1, L, LA, RGB or RGBA); names are the
-  relative paths, sorted;
+* a folder, searched recursively. Files with an image extension (IMAGE_EXTENSIONS) that Pillow
+  reads as one frame in mode 1, L, LA, RGB or RGBA are the images, all of one size and mode;
+  names are the relative paths, sorted. Every other file (README, labels, hidden files,
+  multi-frame TIFFs, palette images, unreadable ones) is kept byte for byte (`other_files`);
 * a .npy file, or a .npz file with key `x` or a single array (`FILE.npz:KEY` picks another),
   of dtype uint8 (or bool) and shape (N, H, W) or (N, H, W, C), C <= 4; names are indices.
+  The other members of a .npz (labels, say) are kept byte for byte.
+Headers are checked against the file's size before anything is loaded (a crafted .npy cannot
+ask for terabytes), and files kept byte for byte are bounded (LIMITS.max_other_bytes).
 
 A dataset whose values all lie in {0, 1} or in {0, 255} is binary: the model sees 0/1 pixels
 (`model_pixels`), `binary_value` says which value "on" had, and `images` keep the originals.
@@ -13,13 +17,15 @@ Every problem raises DataError (a ValueError) with a one-line message.
 """
 from __future__ import annotations
 
+import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .archive import LIMITS, safe_name
 from .errors import AcnzipError
 
 __all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder", "png_name",
@@ -44,6 +50,10 @@ class Dataset:
     binary_value: int       # 1 or 255 (1 also for non-binary data, unused there)
     source: str             # what was loaded, for messages and metadata
     mode: str               # Pillow mode of the files, or "array"
+    other_files: list = field(default_factory=list)   # [(relative path, bytes)] kept as they are
+    input_bytes: int = 0    # size of everything read, as files on disk
+    origin: dict = field(default_factory=lambda: {"kind": "folder"})   # how to write it back:
+    #   {"kind": "folder"} or {"kind": "npy"|"npz", "file": name, "key": npz key, "ndim": 3|4}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -52,6 +62,24 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def take(self, indices, what: str) -> "Dataset":
+        """The images at `indices` (same binary reading as this dataset); `what` names the
+        part in messages ("validation part")."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return Dataset(self.images[idx], [self.names[i] for i in idx], self.binary,
+                       self.binary_value, f"{self.source} ({what})", self.mode)
+
+    def split(self, valid_fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """(training part, validation part): a seeded random `valid_fraction` of the images
+        (at least 1) held out; each part keeps the original order."""
+        n = len(self)
+        k = max(1, int(round(valid_fraction * n)))
+        if not 0 < valid_fraction < 1 or k >= n:
+            raise DataError(f"cannot hold out {valid_fraction:g} of {n} images for validation")
+        held = np.sort(np.random.default_rng(seed).permutation(n)[:k])
+        keep = np.setdiff1d(np.arange(n), held)
+        return self.take(keep, "training part"), self.take(held, "validation part")
 
     def model_pixels(self, like: "Dataset | None" = None) -> np.ndarray:
         """(N, C, H, W) uint8 as the model sees them: {0, 1} if binary, else 0..255.
@@ -87,13 +115,15 @@ def detect_binary(images: np.ndarray) -> tuple[bool, int]:
     return False, 1
 
 
-def _dataset(images: np.ndarray, names: list[str], source: str, mode: str) -> Dataset:
+def _dataset(images: np.ndarray, names: list[str], source: str, mode: str,
+             other_files: list | None = None, input_bytes: int = 0) -> Dataset:
     binary, value = detect_binary(images)
-    return Dataset(images, names, binary, value, source, mode)
+    return Dataset(images, names, binary, value, source, mode, other_files or [], input_bytes)
 
 
-def load_dataset(spec: str | Path) -> Dataset:
-    """DATA -> Dataset: a folder, FILE.npy, FILE.npz or FILE.npz:KEY."""
+def load_dataset(spec: str | Path, exclude: Path | None = None) -> Dataset:
+    """DATA -> Dataset: a folder, FILE.npy, FILE.npz or FILE.npz:KEY. `exclude`: a file not to
+    read from a folder (the archive being written into it)."""
     path, key = Path(spec), None
     if not path.exists() and ":" in str(spec):
         head, key = str(spec).rsplit(":", 1)
@@ -103,7 +133,7 @@ def load_dataset(spec: str | Path) -> Dataset:
     if path.is_dir():
         if key is not None:
             raise DataError(f"{spec}: ':KEY' applies only to .npz files")
-        return load_folder(path)
+        return load_folder(path, exclude)
     return load_array(path, key)
 
 
@@ -122,21 +152,58 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
     raise DataError(f"{path} holds {', '.join(keys)} and no 'x'; pick one as {path}:KEY")
 
 
-def _read_array(path: Path, key: str | None) -> np.ndarray:
-    """The array stored in a .npy/.npz file (pickles refused)."""
+def _check_npy_header(fp, size: int, what: str) -> None:
+    """The .npy header at fp declares an array of exactly the bytes that follow it (`size` in
+    all) and within the memory budget; DataError otherwise. Leaves fp anywhere."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(fp)
+    else:
+        shape, _, dtype = fmt.read_array_header_2_0(fp)
+    count = 1
+    for v in shape:
+        count *= int(v)
+    nbytes = count * dtype.itemsize
+    if nbytes > LIMITS.max_pixel_bytes:
+        raise DataError(f"{what}: the array is {nbytes:,} bytes, over the memory budget of "
+                        f"{LIMITS.max_pixel_bytes >> 30} GiB")
+    if nbytes != size - fp.tell():
+        raise DataError(f"{what}: the header declares {nbytes:,} bytes of data but "
+                        f"{size - fp.tell():,} follow (truncated or damaged)")
+
+
+def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, list, int]:
+    """The array stored in a .npy/.npz file (pickles refused), its .npz key, the other members
+    of a .npz [(member name, bytes)], and the file's size."""
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise DataError(f"{path}: not a folder, .npy or .npz file")
     if key is not None and suffix != ".npz":
         raise DataError(f"{path}: ':KEY' applies only to .npz files")
     try:
+        size = os.path.getsize(path)
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            with open(path, "rb") as f:
+                _check_npy_header(f, size, str(path))
+            return np.load(path, allow_pickle=False), None, [], size
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path}: not a valid .npz file (not a zip archive)")
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+            arrays = [m[:-4] for m in members if m.endswith(".npy")]
+            chosen = _pick_key(path, arrays, key)
+            info = members[chosen + ".npy"]
+            with zf.open(info) as f:
+                _check_npy_header(f, info.file_size, f"{path}:{chosen}")
+            others = [m for m in members if m != chosen + ".npy"]
+            if sum(members[m].file_size for m in others) > LIMITS.max_other_bytes:
+                raise DataError(f"{path}: the other arrays hold more than "
+                                f"{LIMITS.max_other_bytes >> 20} MiB")
+            kept = [(m, zf.read(members[m])) for m in others]
         with np.load(path, allow_pickle=False) as npz:
-            return npz[_pick_key(path, list(npz.keys()), key)]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            return npz[chosen], chosen, kept, size
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
         if isinstance(exc, DataError):
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -146,7 +213,8 @@ def _read_array(path: Path, key: str | None) -> np.ndarray:
 def load_array(path: Path, key: str | None = None) -> Dataset:
     """A .npy/.npz array (N, H, W) or (N, H, W, C) of uint8 (or bool) -> Dataset."""
     path = Path(path)
-    x = _read_array(path, key)
+    x, key, others, size = _read_array(path, key)
+    ndim = x.ndim
     if x.dtype == np.bool_:
         x = x.astype(np.uint8)
     if x.dtype != np.uint8:
@@ -161,24 +229,25 @@ def load_array(path: Path, key: str | None = None) -> Dataset:
         raise DataError(f"{path}: array shape {x.shape} holds no images")
     width = len(str(len(x) - 1))
     names = [f"{i:0{width}d}" for i in range(len(x))]
-    return _dataset(np.ascontiguousarray(x), names, str(path), "array")
+    ds = _dataset(np.ascontiguousarray(x), names, str(path), "array", others, size)
+    ds.origin = {"kind": path.suffix.lower().lstrip("."), "file": path.name, "key": key,
+                 "ndim": int(ndim)}
+    return ds
 
 
-def _read_image(path: Path, name: str) -> tuple[np.ndarray, str]:
-    """(H, W, C) uint8 and Pillow mode of one file."""
+def _read_image(path: Path) -> tuple[np.ndarray, str] | None:
+    """(H, W, C) uint8 and Pillow mode of a single-frame image in a supported mode; None for
+    anything else (kept byte for byte)."""
     try:
         with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) != 1 or img.mode not in _MODES:
+                return None
             img.load()
             mode = img.mode
-            if mode not in _MODES:
-                raise DataError(f"{name}: image mode {mode} is not supported "
-                                f"(need 8-bit {', '.join(_MODES)})")
             arr = np.asarray(img, dtype=np.uint8)
-    except DataError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read image {name}: {reason}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError):
+        return None
     return (arr[..., None] if arr.ndim == 2 else arr), mode
 
 
@@ -188,43 +257,45 @@ def png_name(name: str) -> str:
     return name if path.suffix.lower() == ".png" else str(path.with_suffix(".png"))
 
 
-def safe_name(name: str) -> bool:
-    """A relative path with no empty, '.' or '..' parts (so it stays inside the output)."""
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and "\\" not in name and \
-        all(p not in ("", ".", "..") for p in parts)
-
-
-def check_names(names: list[str]) -> None:
-    """Refuse names that cannot be stored or restored one to one (DataError)."""
+def check_names(names: list[str], others: list[str] = ()) -> None:
+    """Refuse names that cannot be stored or restored one to one (DataError): image `names`
+    are restored as png_name(name), `others` (files kept byte for byte) as they are."""
     seen: dict[str, str] = {}
-    for name in names:
-        if "\n" in name or not safe_name(name):
+    for name, out in [*((n, png_name(n)) for n in names), *((n, n) for n in others)]:
+        if "\n" in name or not safe_name(name) or len(name.encode("utf-8", "replace")) > \
+                LIMITS.max_name_bytes:
             raise DataError(f"cannot store the file name {name!r}")
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise DataError(f"file name {name!r} is not valid UTF-8") from None
-        out = png_name(name)
         if out in seen:
             raise DataError(f"{seen[out]} and {name} would both be restored as {out}")
         seen[out] = name
 
 
-def load_folder(root: Path) -> Dataset:
-    """Every image file under `root` (recursive, sorted by relative path) -> Dataset."""
+def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
+    """Every file under `root` (recursive, sorted by relative path; `exclude` left out): the
+    single-frame images in a supported mode are the dataset, the rest is kept byte for byte."""
     root = Path(root)
-    files = sorted((p for p in root.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = sorted((p for p in root.rglob("*") if p.is_file() and p.resolve() != skip),
                    key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise DataError(f"{root}: no image files found (looked for "
-                        f"{', '.join(IMAGE_EXTENSIONS)})")
-    images, names, first = [], [], None
-    check_names([p.relative_to(root).as_posix() for p in files])
+    images, names, others, first, total, other_total = [], [], [], None, 0, 0
     for path in files:
         name = path.relative_to(root).as_posix()
-        arr, mode = _read_image(path, name)
+        size = path.stat().st_size
+        total += size
+        read = _read_image(path) if path.suffix.lower() in IMAGE_EXTENSIONS else None
+        if read is None:
+            other_total += size
+            if other_total > LIMITS.max_other_bytes:
+                raise DataError(f"{root} holds more than {LIMITS.max_other_bytes >> 20} MiB of "
+                                "files that are not images acnzip codes; archive those apart "
+                                "(tar, xz) or move them out")
+            others.append((name, path))
+            continue
+        arr, mode = read
         if first is None:
             first = (name, arr.shape, mode)
         elif arr.shape[:2] != first[1][:2]:
@@ -235,4 +306,9 @@ def load_folder(root: Path) -> Dataset:
                             "all images must have one mode")
         images.append(arr)
         names.append(name)
-    return _dataset(np.stack(images), names, str(root), first[2])
+    if not images:
+        raise DataError(f"{root}: no image files found (looked for single-frame "
+                        f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)})")
+    check_names(names, [n for n, _ in others])
+    kept = [(n, p.read_bytes()) for n, p in others]
+    return _dataset(np.stack(images), names, str(root), first[2], kept, total)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import figures as fig
-from .atomic import atomic_directory, check_output
+from .atomic import atomic_directory, check_folder_output
 from .data import Dataset, load_dataset
 from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
@@ -401,7 +401,7 @@ def explore(data, model, outdir, labels=None, seed: int = 0, n: int = 8, train_d
     """
     if min(n, samples, steps, k, scatter_points) < 1 or seed < 0:
         raise ExploreError("n, samples, steps, k and scatter_points must be >= 1, seed >= 0")
-    check_output(Path(outdir), force)                          # before any work
+    check_folder_output(Path(outdir), force)                   # before any work
     mf, ds, pixels, y, train_pixels, train_y = _inputs(data, model, labels, train_data,
                                                        train_labels)
     model_net = mf.model.eval()

@@ -1,4 +1,4 @@
-"""Coding the order of a dataset: a permutation as a Lehmer code of Uniform symbols, and names.
+"""Coding the order of a dataset: a permutation as a Lehmer code of Uniform symbols.
 
 With `--order keep`, the tour (the order images are coded in) must be mapped back to the
 original positions. `perm[t]` is the original index of the t-th image of the tour; its Lehmer
@@ -7,15 +7,13 @@ symbol, so the whole permutation costs log2 N! bits.
 """
 from __future__ import annotations
 
-import lzma
 import math
 
 import numpy as np
 
 from codec import AnsStack, Uniform
 
-__all__ = ["lehmer_encode", "lehmer_decode", "PermutationCodec", "permutation_bits",
-           "pack_names", "unpack_names"]
+__all__ = ["lehmer_encode", "lehmer_decode", "PermutationCodec", "permutation_bits"]
 
 
 class _Fenwick:
@@ -90,18 +88,3 @@ class PermutationCodec:
 def permutation_bits(n: int) -> float:
     """log2 n!, the ideal cost of an arbitrary order of n items, in bits."""
     return math.lgamma(n + 1) / math.log(2)
-
-
-def pack_names(names: list[str]) -> bytes:
-    """Names, newline-separated UTF-8, xz-compressed (names must not contain newlines)."""
-    if any("\n" in n for n in names):
-        raise ValueError("names must not contain newlines")
-    if not names:
-        return b""
-    return lzma.compress("\n".join(names).encode(), preset=9 | lzma.PRESET_EXTREME)
-
-
-def unpack_names(data: bytes) -> list[str]:
-    if not data:
-        return []
-    return lzma.decompress(data).decode().split("\n")

@@ -398,12 +398,12 @@ def _run_epoch(tr: Trainer, opts: RunOptions, clock: _Clock, sigint: dict) -> st
               dynamic_ncols=True, leave=False) as bar:
         while p.pos < len(p.perm):
             idx = p.perm[p.pos:p.pos + B]
-            loss, kl, recon = tr.train_step(idx)
+            now = np.array(tr.train_step(idx))                        # loss, kl, recon
             p.pos += len(idx)
-            smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+            smooth = now if smooth is None else 0.98 * smooth + 0.02 * now    # still adds up
             bar.update(1)
-            bar.set_postfix_str(f"loss {smooth:.2f} nats/image (KL {kl:.2f} recon {recon:.2f})",
-                                refresh=False)
+            bar.set_postfix_str(f"loss {smooth[0]:.2f} = KL {smooth[1]:.2f} + recon "
+                                f"{smooth[2]:.2f} nats/image", refresh=False)
             if tr.tc.valid_every and p.step % tr.tc.valid_every == 0:
                 _log_validation(tr, opts)
             reason = clock.stop_reason(sigint)

@@ -49,20 +49,19 @@ def test_mixed_modes_is_a_clear_error(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_unreadable_image_is_a_clear_error(tmp_path):
-    Image.new("L", (8, 8)).save(tmp_path / "a.png")
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    with pytest.raises(DataError, match="cannot read image broken.png") as e:
-        load_dataset(tmp_path)
-    assert "\n" not in str(e.value)
-
-
-def test_unsupported_mode_and_empty_folder(tmp_path):
+def test_unreadable_and_unsupported_images_are_kept_as_files(tmp_path):
     with pytest.raises(DataError, match="no image files"):
         load_dataset(tmp_path)
     Image.new("I;16", (4, 4)).save(tmp_path / "deep.png")
-    with pytest.raises(DataError, match="mode I;16 is not supported"):
+    with pytest.raises(DataError, match="no image files"):
         load_dataset(tmp_path)
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    ds = load_dataset(tmp_path)
+    assert ds.names == ["a.png"]
+    assert [name for name, _ in ds.other_files] == ["broken.png", "deep.png"]
+    assert ds.other_files[0][1] == (tmp_path / "broken.png").read_bytes()
+    assert ds.input_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
 
 
 def test_array_errors(tmp_path):

@@ -127,7 +127,7 @@ def test_bad_requests_are_refused_before_any_work(small_binary, small_run, binar
                                                   tmp_path):
     model, data, labels = small_binary
     out0, _ = small_run
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
         explore(data, model, out0, **SMALL)
     with pytest.raises(ExploreError, match="model is for binary 28x28x1"):
         explore(data, binary_model, tmp_path / "a", **SMALL)

@@ -1,10 +1,9 @@
-"""The permutation codec costs log2 N! bits and round-trips; names survive packing."""
+"""The permutation codec costs log2 N! bits and round-trips."""
 import numpy as np
 import pytest
 
 from codec import AnsStack
-from acnzip.order import (PermutationCodec, lehmer_decode, lehmer_encode, pack_names,
-                          permutation_bits, unpack_names)
+from acnzip.order import PermutationCodec, lehmer_decode, lehmer_encode, permutation_bits
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 1000])
@@ -26,12 +25,3 @@ def test_permutation_costs_log2_factorial_bits():
     assert abs(stack.num_valid_bits - permutation_bits(n)) < 64
     assert np.array_equal(PermutationCodec(n).pop(stack), perm)
     assert stack.is_empty()
-
-
-def test_names_roundtrip():
-    names = ["a/b.png", "ü.png", "c d.png"] + [f"img_{i:05d}.png" for i in range(500)]
-    assert unpack_names(pack_names(names)) == names
-    assert unpack_names(pack_names([])) == []
-    assert unpack_names(pack_names([""])) == [""]
-    with pytest.raises(ValueError):
-        pack_names(["a\nb"])
