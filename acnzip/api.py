@@ -30,14 +30,16 @@ from .data import load_dataset, png_name
 from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
 from .order import PermutationCodec, permutation_bits
-from .protocol import (Coder, Layout, chain_lengths, default_chains, decode_dataset,
-                       encode_dataset, fingerprint, seed_words)
+from .protocol import (SET_BATCH, SET_NEIGHBOURS, Coder, Layout, chain_lengths, decode_dataset,
+                       decode_set, default_chains, encode_dataset, encode_set, fingerprint,
+                       fingerprint_set, seed_words, set_batches)
 from .evaluate import tour_kl
 from .tour import greedy_tour
 
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
 
 MODELS = Path(__file__).resolve().parent / "models"
+ORDERS = ("keep", "set", "tour")
 DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
 LN2 = float(np.log(2))
 
@@ -108,10 +110,14 @@ class Report:
     chains: int
     model: dict                 # name, sha256, where ("shipped", "embedded" or "file")
     images_renamed: int         # images restored under another suffix (.jpg -> .png)
+    j_bits: float = 0.0         # --order set: which held image's prior, log2 |held| each
+    j_back_bits: float = 0.0    # --order set: returned by q(j | z)
+    choice_back_bits: float = 0.0   # --order set: returned by the multiset choices
 
     def as_dict(self) -> dict:
         n, sec = self.n_images, self.sections
-        bound_bits = self.kl_bits + self.recon_bits + self.order_bits
+        bound_bits = (self.kl_bits + self.recon_bits + self.order_bits + self.j_bits
+                      - self.j_back_bits - self.choice_back_bits)
         archive_bits = 8 * sec["archive_bytes"]
         per_image_nats = LN2 / n
         return {
@@ -129,6 +135,9 @@ class Report:
             "recon_nats_per_image": self.recon_bits * per_image_nats,
             "order_nats_per_image": self.order_bits * per_image_nats,
             "kl_tour_nats_per_image": self.kl_tour_nats,
+            "j_nats_per_image": self.j_bits * per_image_nats,
+            "j_back_nats_per_image": self.j_back_bits * per_image_nats,
+            "choice_back_nats_per_image": self.choice_back_bits * per_image_nats,
             "bound_bits_total": bound_bits, "order_bits_total": self.order_bits,
             "initial_bits_total": self.initial_bits,
             "payload_over_bound_pct": 100.0 * (8 * sec["payload_bytes"] - bound_bits) / bound_bits,
@@ -161,8 +170,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     check_output(out, force)
     if not out.absolute().parent.is_dir():
         raise CompressError(f"{out.parent}: no such folder for the archive")
-    if order not in ("keep", "set"):
-        raise CompressError(f"--order must be keep or set, not {order!r}")
+    if order not in ORDERS:
+        raise CompressError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     ds = load_dataset(data, exclude=out)
     pixels = ds.model_pixels()                                           # (N, C, H, W)
     shape = pixels.shape[1:]
@@ -177,32 +186,30 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     codes = dataset_codes(coder, pixels)
     grid = grid_for(codes)
     coder = _coder(mf, grid, threads)
-    tour = greedy_tour(codes)
     n = len(pixels)
-    layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
-    words = seed_words(int(layout.active(layout.steps - 1).sum()), mf.config.latent_dim)
-    bar, tick = _progress(n, "compress", quiet)
-    while True:
-        stack = AnsStack.with_initial_bits(words, seed=0)
-        if order == "keep":
-            PermutationCodec(n).push(stack, tour)
-        try:
-            costs = encode_dataset(coder, pixels, tour, layout, stack, tick)
-            break
-        except StackUnderflowError:          # rare: too few initial bits; more, and again
-            words *= 2
-            bar.reset()
-    bar.close()
+    if order == "set":
+        if n >= 1 << 24:
+            raise CompressError(f"--order set codes at most {(1 << 24) - 1:,} images at once")
+        stack, words, costs = _encode_set(coder, pixels, quiet)
+        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS}
+        probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS)
+        tour, kl_tour = None, None
+    else:
+        tour = greedy_tour(codes)
+        layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
+        stack, words, costs = _encode_chains(coder, pixels, tour, layout, order, quiet)
+        layout_info = {"chain_lengths": layout.lengths.tolist()}
+        probe = fingerprint(coder, layout.lengths.size)
+        kl_tour = _tour_kl_nats(mf, codes, tour)
 
     model_sha = hashlib.sha256(model_blob).hexdigest()
     header = {
         "acnzip_version": __version__, "n_images": n, "shape_chw": list(shape),
         "binary": ds.binary, "binary_value": ds.binary_value, "mode": ds.mode,
         "source": dict(ds.origin) if ds.origin["kind"] != "folder" else {"kind": "folder"},
-        "order": order, "chain_lengths": layout.lengths.tolist(), "seed_words": words,
+        "order": order, **layout_info, "seed_words": words,
         "seed": 0, "grid": {"width": grid.width, "range": grid.range}, "threads": threads,
-        "model_sha256": model_sha, "model_name": model_path.name,
-        "fingerprint": fingerprint(coder, layout.lengths.size),
+        "model_sha256": model_sha, "model_name": model_path.name, "fingerprint": probe,
         "versions": _versions(),
         "other_files": {"count": len(ds.other_files),
                         "bytes": sum(len(c) for _, c in ds.other_files)},
@@ -217,15 +224,54 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     except ArchiveError as exc:
         raise CompressError(f"cannot store this data: {exc}") from None
     write_archive(out, archive)
-    kl_tour = _tour_kl_nats(mf, codes, tour)
     where = "embedded" if embed_model else ("shipped" if _is_shipped(model_path) else "file")
     renamed = sum(png_name(x) != x for x in ds.names) if ds.mode != "array" else 0
     report = Report(n, int(np.prod(shape)), ds.input_bytes, len(ds.other_files),
                     section_sizes(archive), costs.kl_bits, costs.kl_start_bits,
                     costs.recon_bits, permutation_bits(n) if order == "keep" else 0.0,
-                    stack.initial_bits, kl_tour, time.perf_counter() - t0, layout.lengths.size,
-                    {"name": model_path.name, "sha256": model_sha, "from": where}, renamed)
+                    stack.initial_bits, kl_tour, time.perf_counter() - t0,
+                    len(layout_info.get("chain_lengths", [])),
+                    {"name": model_path.name, "sha256": model_sha, "from": where}, renamed,
+                    getattr(costs, "j_bits", 0.0), getattr(costs, "j_back_bits", 0.0),
+                    getattr(costs, "choice_back_bits", 0.0))
     return report.as_dict()
+
+
+def _encode_chains(coder: Coder, pixels, tour, layout: Layout, order: str, quiet: bool):
+    """--order keep / tour: the chains along the greedy tour (the permutation first for keep).
+    Returns (stack, initial words, costs); more initial words on the rare underflow."""
+    n = len(pixels)
+    words = seed_words(int(layout.active(layout.steps - 1).sum()), coder.model.config.latent_dim)
+    bar, tick = _progress(n, "compress", quiet)
+    try:
+        while True:
+            stack = AnsStack.with_initial_bits(words, seed=0)
+            if order == "keep":
+                PermutationCodec(n).push(stack, tour)
+            try:
+                return stack, words, encode_dataset(coder, pixels, tour, layout, stack, tick)
+            except StackUnderflowError:          # rare: too few initial bits; more, and again
+                words *= 2
+                bar.reset()
+    finally:
+        bar.close()
+
+
+def _encode_set(coder: Coder, pixels, quiet: bool):
+    """--order set: multiset bits-back with the associative prior (protocol.encode_set)."""
+    words = seed_words(1, coder.model.config.latent_dim)
+    bar, tick = _progress(len(pixels), "compress", quiet)
+    try:
+        while True:
+            stack = AnsStack.with_initial_bits(words, seed=0)
+            try:
+                return stack, words, encode_set(coder, pixels, stack, SET_BATCH,
+                                                SET_NEIGHBOURS, tick)
+            except StackUnderflowError:
+                words *= 2
+                bar.reset()
+    finally:
+        bar.close()
 
 
 def _versions() -> dict:
@@ -289,17 +335,25 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     _check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     coder = _coder(mf, grid, threads or h["threads"])
-    layout = Layout(np.asarray(h["chain_lengths"], dtype=np.int64))
-    if fingerprint(coder, layout.lengths.size) != h["fingerprint"]:
+    n = h["n_images"]
+    associative = h["order"] == "set" and archive.version >= 2    # v1 "set" was the tour
+    if associative:
+        probe = fingerprint_set(coder, max(set_batches(n, h["batch"])), h["neighbours"])
+    else:
+        layout = Layout(np.asarray(h["chain_lengths"], dtype=np.int64))
+        probe = fingerprint(coder, layout.lengths.size)
+    if probe != h["fingerprint"]:
         raise CompressError(
             f"this machine computes {what} differently from the one that wrote the archive "
             f"(fingerprint mismatch; written with {h['threads']} thread(s), torch "
             f"{h['versions']['torch']}): refusing to decode rather than produce wrong pixels")
     stack = AnsStack.from_bytes(archive.payload, never_empty=True)
-    n = h["n_images"]
     bar, tick = _progress(n, "decompress", quiet)
     try:
-        pixels = decode_dataset(coder, layout, stack, tick)              # tour order
+        if associative:                                                  # decoding order
+            pixels = decode_set(coder, n, stack, h["batch"], h["neighbours"], tick)
+        else:
+            pixels = decode_dataset(coder, layout, stack, tick)          # tour order
         tour = PermutationCodec(n).pop(stack) if h["order"] == "keep" else None
     except CodecError as exc:
         raise ArchiveError(f"the archive's payload does not decode ({exc}): it is damaged "

@@ -63,7 +63,8 @@ class _Limits:
     max_images = 10 ** 8
     max_side = 1 << 14
     max_pixel_bytes = 1 << 33         # 8 GiB of decoded pixels
-    max_chains = 4096
+    max_chains = 4096                 # also the largest --order set batch
+    max_neighbours = 1024
     max_seed_words = 1 << 22
     max_threads = 256
     max_grid_bins = 1 << 21
@@ -284,13 +285,20 @@ def check_header(h: dict, archive: Archive) -> None:
     if mode == "1" and not h["binary"]:
         _fail("'mode' 1 needs binary pixels")
     _check_source(h.get("source"), shape[0])
-    if h["order"] not in ("keep", "set") or (h["order"] == "keep") != archive.order_kept:
+    if h["order"] not in ("keep", "set", "tour") or (h["order"] == "keep") != archive.order_kept \
+            or (h["order"] == "tour" and archive.version < 2):
         _fail("order and flags disagree")
-    lengths = h.get("chain_lengths")
-    if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)
-            and all(_is_int(v) and v >= 1 for v in lengths) and sum(lengths) == n
-            and sorted(lengths, reverse=True) == lengths):
-        _fail("chain lengths must be positive, non-increasing and add up to the images")
+    if h["order"] == "set" and archive.version >= 2:       # multiset with associative prior
+        _int_in(h, "batch", 1, LIMITS.max_chains)
+        _int_in(h, "neighbours", 1, LIMITS.max_neighbours)
+        if n >= 1 << 24:
+            _fail("--order set archives hold fewer than 2**24 images")
+    else:                                                     # chains along the tour
+        lengths = h.get("chain_lengths")
+        if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)
+                and all(_is_int(v) and v >= 1 for v in lengths) and sum(lengths) == n
+                and sorted(lengths, reverse=True) == lengths):
+            _fail("chain lengths must be positive, non-increasing and add up to the images")
     _int_in(h, "seed_words", 1, LIMITS.max_seed_words)
     _int_in(h, "seed", 0, 2 ** 32 - 1)
     _int_in(h, "threads", 1, LIMITS.max_threads)

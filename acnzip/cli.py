@@ -230,9 +230,12 @@ _threads_option = click.option(
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               metavar="OUT.acn", help="Archive to write.")
 @_model_option
-@click.option("--order", type=click.Choice(["keep", "set"]), default="keep", show_default=True,
+@click.option("--order", type=click.Choice(["keep", "set", "tour"]), default="keep",
+              show_default=True,
               help="keep: restore every image's name and position (costs ~log2 N! bits); "
-                   "set: the dataset as a set, images come back in tour order.")
+                   "set: the dataset as a set (multiset bits-back: the order costs nothing, "
+                   "and each image's latent is coded against the images already decoded); "
+                   "tour: the ACN paper's greedy tour, chained, as a set.")
 @click.option("--embed-model", is_flag=True,
               help="Store the model in the archive (self-contained; its bytes are counted).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="R.json",
@@ -346,7 +349,9 @@ def info(archive, as_json):
     click.echo(f"{archive}: {_count(h['n_images'], kind + ' image')} {hh}x{w}x{c} (mode "
                f"{h['mode']}, from a {h['source']['kind']})"
                + (f" + {_count(others, 'other file')} kept byte for byte" if others else "")
-               + f", order {h['order']}, {len(h['chain_lengths'])} chains")
+               + f", order {h['order']}, "
+               + (f"{len(h['chain_lengths'])} chains" if "chain_lengths" in h else
+                  f"batches up to {h['batch']}, {h['neighbours']} neighbours"))
     click.echo(f"  {h['archive_bytes']:,} bytes = payload {h['payload_bytes']:,} + header "
                f"{h['header_bytes']:,} + names {h['names_bytes']:,} + other files "
                f"{h['other_files_bytes']:,} + embedded model {h['model_bytes']:,} + frame "

@@ -30,10 +30,13 @@ import torch
 
 from codec import (AnsStack, Bernoulli, Categorical, DEFAULT_GRID, BinGrid,
                    DiscretisedDiagonalMixture, DiscretisedGaussian, DiscretisedMixture)
+from codec.associative import AssociativePrior, nearest
+from codec.multiset import Multiset
 from .nn.stepper import PixelStepper
 
 __all__ = ["chain_lengths", "default_chains", "seed_words", "fingerprint", "Coder", "Costs", "Layout",
-           "encode_dataset", "decode_dataset"]
+           "encode_dataset", "decode_dataset", "set_batches", "encode_set", "decode_set",
+           "fingerprint_set", "SetCosts", "SET_BATCH", "SET_NEIGHBOURS"]
 
 
 def default_chains(n: int) -> int:
@@ -253,6 +256,258 @@ def fingerprint(coder: Coder, rows: int) -> str:
     probe = AnsStack.with_initial_bits(1, seed=0)              # constriction's own arithmetic
     coder.posterior_codec(codes, active).push(probe, z)
     h.update(probe.to_bytes())
+
+    def teacher(r, c, g, logits):
+        h.update(logits.numpy().tobytes())
+        return x[:, g, r, c]
+
+    coder.stepper(coder.z_tensor(z, active)).run(teacher)
+    return h.hexdigest()[:32]
+
+
+# ----- --order set: multiset bits-back with an associative prior over the decoded images -----
+#
+# Bob decodes the dataset in batches whose sizes are `set_batches(N, B)` (1, 1, 2, 4, ... up to
+# B, then B, ..., then down to 1 so that Alice's first pops need few initial bits). Before batch
+# t he holds the multiset M of the images decoded so far; for each batch:
+#     pop z      under the associative prior over M: j ~ Uniform(|M|), z ~ p(z | c_j), bits
+#                back over j with q(j | z) on the K held codes nearest z (the first batch, with
+#                M empty: the unconditional GMM p(z))
+#     pop x      sub-pixel by sub-pixel under r(x | z)         (PixelStepper, lock-step batch)
+#     c = encoder(x) one image at a time; push z under q(z | x) = N(c, I)
+#     push, for the batch's images in reverse, which element of M + {x} each was (Multiset)
+# Alice runs the exact inverse: for the batches in reverse she *pops* the images of the batch
+# from the multiset of those still to be coded (those are exactly what Bob will hold), then
+# pushes them with the bits-back codec above. Codes and prior parameters are computed one image
+# at a time, so they do not depend on which images share a batch; the candidate search and
+# q(j | z) are float64 numpy arithmetic on identically ordered arrays (codec/associative.py).
+
+SET_BATCH = 256        # largest lock-step batch
+SET_NEIGHBOURS = 16    # K: candidates for j per latent
+
+
+def set_batches(n: int, b: int = SET_BATCH) -> list[int]:
+    """Bob's batch sizes, summing to n: a tent that rises 1, 1, 2, 4, ... from Bob's start (few
+    images coded with the unconditional prior or few held images) and 1, 2, 3, 4, 6, 9, ...
+    from Bob's end (Alice's first batches pop from the initial bits), capped at b; the
+    smaller next size is taken from either side until n is reached."""
+    if n < 1 or b < 1:
+        raise ValueError("need n >= 1 images and batch b >= 1")
+
+    def ramp(first, grow):
+        v = first[:]
+        while True:
+            yield from (min(x, b) for x in v)
+            v = [grow(v[-1])]
+
+    left, right = ramp([1, 1], lambda v: 2 * v), ramp([1], lambda v: max(v + 1, v * 3 // 2))
+    sizes_l, sizes_r, total = [], [], 0
+    nl, nr = next(left), next(right)
+    while total < n:
+        if nl <= nr:
+            v, nl = min(nl, n - total), next(left)
+            sizes_l.append(v)
+        else:
+            v, nr = min(nr, n - total), next(right)
+            sizes_r.append(v)
+        total += v
+    return sizes_l + sizes_r[::-1]
+
+
+def image_key(image: np.ndarray) -> bytes:
+    """The canonical key of an image: sha256 of its pixel bytes (equal images, equal keys)."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+
+
+class SetTables:
+    """Per-image network outputs: codes (N, D) float32 and prior mixtures (N, D, M) float64,
+    each computed with a batch of one image, so they do not depend on batch composition."""
+
+    def __init__(self, coder: "Coder", d: int, m: int, capacity: int):
+        self.coder = coder
+        self.codes = np.zeros((capacity, d), np.float32)
+        self.w = np.zeros((capacity, d, m))
+        self.mu = np.zeros((capacity, d, m))
+        self.sc = np.ones((capacity, d, m))
+        self.size = 0
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor) -> np.ndarray:
+        """Append the images x (B, C, H, W) uint8; returns their rows."""
+        rows = np.arange(self.size, self.size + len(x))
+        for r, img in zip(rows, x):
+            c = self.coder.model.encoder(img[None])                    # (1, D)
+            p = self.coder.model.prior(c)
+            self.codes[r] = c[0].numpy()
+            self.w[r] = torch.softmax(p.logits[0].double(), dim=-1).numpy()
+            self.mu[r], self.sc[r] = p.means[0].double().numpy(), p.scales[0].double().numpy()
+        self.size += len(x)
+        return rows
+
+    def mixture(self, rows: np.ndarray) -> DiscretisedMixture:
+        """p(z | c_row) for each row, as the coder tabulates it (significant components)."""
+        return DiscretisedMixture(*_significant(self.w[rows], self.mu[rows], self.sc[rows]),
+                                  self.coder.grid)
+
+    def score(self, z_bins: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """log p(z | c_row) up to a constant, (B, K), float64: the mixture density at the bin
+        centres, elementwise in a fixed order."""
+        z = self.coder.grid.value(z_bins)[:, None, :, None]               # (B, 1, D, 1)
+        sc = self.sc[rows]
+        u = (z - self.mu[rows]) / sc
+        a = np.log(np.maximum(self.w[rows], 1e-300)) - np.log(sc) - 0.5 * u * u
+        top = a.max(axis=-1, keepdims=True)
+        lse = top[..., 0] + np.log(np.exp(a - top).sum(axis=-1))         # (B, K, D)
+        out = np.zeros(lse.shape[:2])
+        for d in range(lse.shape[2]):
+            out += lse[:, :, d]
+        return out
+
+
+def _set_prior(coder: "Coder", tables: SetTables, held: np.ndarray, n: int, k: int):
+    """The latent prior of a batch of n images given the held rows (H,): the associative
+    mixture, or the unconditional GMM when nothing is held."""
+    if held.size == 0:
+        w, mu, sc = coder.gmm
+        return DiscretisedDiagonalMixture(w, mu, sc, n, coder.grid)
+    return AssociativePrior(tables.codes[held], lambda j: tables.mixture(held[j]),
+                            lambda z, cand: tables.score(z, held[cand]), k,
+                            to_point=coder.grid.value)
+
+
+@dataclass
+class SetCosts(Costs):
+    """Ideal code lengths (bits) of a set coded with the associative prior."""
+    j_bits: float = 0.0           # log2 |held| per latent: which held image's prior
+    j_back_bits: float = 0.0      # returned by popping j under q(j | z)
+    choice_back_bits: float = 0.0  # returned by the multiset choices (the order not paid for)
+
+    @property
+    def total_bits(self) -> float:
+        return (self.kl_bits + self.recon_bits + self.j_bits - self.j_back_bits
+                - self.choice_back_bits)
+
+
+def _push_pixels(coder: "Coder", x: torch.Tensor, z_bins: np.ndarray, stack: AnsStack) -> float:
+    """Push the pixels of x (B, C, H, W) given z (teacher-forced stepper); returns their bits."""
+    active = np.ones(len(x), dtype=bool)
+    coded = []
+
+    def teacher(r, c, g, logits):
+        coded.append((logits, x[:, g, r, c].numpy()))
+        return x[:, g, r, c]
+
+    coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
+    bits = 0.0
+    for logits, values in reversed(coded):
+        codec = coder.pixel_codec(logits, active)
+        codec.push(stack, values.astype(np.int64))
+        bits += float(codec.info_bits(values).sum())
+    return bits
+
+
+def _pop_pixels(coder: "Coder", z_bins: np.ndarray, stack: AnsStack) -> torch.Tensor:
+    active = np.ones(len(z_bins), dtype=bool)
+
+    def decode(r, c, g, logits):
+        return torch.from_numpy(coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
+
+    return coder.stepper(coder.z_tensor(z_bins, active)).run(decode).to(torch.uint8)
+
+
+def encode_set(coder: "Coder", images: np.ndarray, stack: AnsStack, batch: int = SET_BATCH,
+               k: int = SET_NEIGHBOURS, progress=None) -> SetCosts:
+    """Alice: push the multiset of images (N, C, H, W) uint8 onto the stack (--order set)."""
+    n = len(images)
+    keys = [image_key(img) for img in images]
+    first = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    cfg = coder.model.config
+    tables = SetTables(coder, cfg.latent_dim, cfg.prior_components, n)
+    tables.add(torch.from_numpy(images))                       # row i = image i
+    remaining = Multiset(keys)
+    costs = SetCosts()
+    for size in reversed(set_batches(n, batch)):
+        picked = []
+        for _ in range(size):
+            key = remaining.pop_element(stack)
+            lo, hi = remaining.span(key)                 # the multiset now lacks one copy
+            costs.choice_back_bits += math.log2(len(remaining) + 1) - math.log2(hi - lo + 1)
+            picked.append(first[key])
+        rows = np.array(picked)
+        held = np.array([first[key] for key in remaining.keys], dtype=np.int64)
+        posterior = DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid)
+        z_bins = posterior.pop(stack)
+        costs.recon_bits += _push_pixels(coder, torch.from_numpy(images[rows]), z_bins, stack)
+        prior = _set_prior(coder, tables, held, size, k)
+        prior.push(stack, z_bins)
+        _count_prior(costs, prior, posterior, z_bins, held.size)
+        if progress:
+            progress(size)
+    return costs
+
+
+def _count_prior(costs: SetCosts, prior, posterior, z_bins: np.ndarray, h: int) -> None:
+    q_bits = float(posterior.info_bits(z_bins).sum())
+    if h == 0:
+        kl = float(prior.info_bits(z_bins).sum()) - q_bits
+        costs.kl_bits += kl
+        costs.kl_start_bits += kl
+        return
+    j, pos, q = prior.last
+    costs.kl_bits += float(prior.component(j).info_bits(z_bins).sum()) - q_bits
+    costs.j_bits += len(z_bins) * math.log2(h)
+    costs.j_back_bits += float(q.info_bits(pos).sum()) if q is not None else 0.0
+
+
+def decode_set(coder: "Coder", n: int, stack: AnsStack, batch: int = SET_BATCH,
+               k: int = SET_NEIGHBOURS, progress=None) -> np.ndarray:
+    """Bob: pop the multiset back; returns (N, C, H, W) uint8 in decoding order."""
+    cfg = coder.model.config
+    tables = SetTables(coder, cfg.latent_dim, cfg.prior_components, n)
+    held = Multiset()
+    row_of: dict[bytes, int] = {}
+    out = []
+    for size in set_batches(n, batch):
+        held_rows = np.array([row_of[key] for key in held.keys], dtype=np.int64)
+        prior = _set_prior(coder, tables, held_rows, size, k)
+        z_bins = prior.pop_rows(stack, size) if held_rows.size else prior.pop(stack)
+        x = _pop_pixels(coder, z_bins, stack)
+        rows = tables.add(x)
+        DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid).push(
+            stack, z_bins)
+        keys = [image_key(img) for img in x.numpy()]
+        for key, row in zip(keys, rows):
+            row_of.setdefault(key, int(row))
+        for key in reversed(keys):
+            held.push_element(stack, key)
+        out.append(x.numpy())
+        if progress:
+            progress(size)
+    return np.concatenate(out)
+
+
+def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS) -> str:
+    """Like `fingerprint`, for --order set: the per-image codes and priors, the associative
+    arithmetic (candidates, q(j | z), mixture tables) and the stepper's logits on a probe."""
+    rng = np.random.default_rng(12345)
+    hi = 2 if coder.binary else 256
+    x = torch.from_numpy(rng.integers(0, hi, (rows,) + coder.shape).astype(np.uint8))
+    cfg = coder.model.config
+    tables = SetTables(coder, cfg.latent_dim, cfg.prior_components, rows)
+    tables.add(x)
+    h = hashlib.sha256()
+    for a in (tables.codes, tables.w, tables.mu, tables.sc):
+        h.update(np.ascontiguousarray(a).tobytes())
+    z = coder.grid.index(tables.codes.astype(np.float64))
+    held = np.arange(rows)
+    cand = nearest(coder.grid.value(z), tables.codes[held], k)
+    h.update(cand.tobytes())
+    h.update(tables.score(z, cand).tobytes())
+    h.update(tables.mixture(held).probs.tobytes())
+    h.update(coder.prior_codec(None, np.ones(rows, bool)).mass.tobytes())
+    active = np.ones(rows, dtype=bool)
 
     def teacher(r, c, g, logits):
         h.update(logits.numpy().tobytes())

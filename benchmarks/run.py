@@ -45,6 +45,8 @@ NOTES = {
 }
 
 
+ORDERS = ("set", "keep", "tour")     # acnzip --order modes, each measured
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -126,20 +128,20 @@ def forward_pass_seconds(model: Path, npy: Path, batch: int, threads: int) -> di
 
 def run_acnzip(npy: Path, images: np.ndarray, model: Path | None, reason: str, threads: int,
                forward_batch: int, tmp: Path) -> dict:
-    """Both order modes and the forward-pass yardstick, or {available: False, reason}."""
+    """Every order mode and the forward-pass yardstick, or {available: False, reason}."""
     if model is None:
         _log(f"acnzip: skipped ({reason})")
         return {"available": False, "reason": reason}
     out = {"available": True, "model": str(model), "threads": threads,
            "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
-    for order in ("set", "keep"):
+    for order in ORDERS:
         out[order] = run_acnzip_order(npy, images, model, order, threads, tmp)
         r = out[order]
         _log(f"acnzip --order {order}: {r['archive_bytes']} bytes, {r['nats_per_image']:.2f} "
              f"nats/image (bound {r['bound_nats_per_image']:.2f}), encode "
              f"{r['encode_seconds']:.1f} s, decode {r['decode_seconds']:.1f} s")
     fwd = forward_pass_seconds(model, npy, forward_batch, threads)
-    for order in ("set", "keep"):
+    for order in ORDERS:
         fwd[f"decode_over_forward_{order}"] = out[order]["decode_seconds"] / fwd["seconds"]
     out["forward_pass"] = fwd
     _log(f"forward pass: {fwd['seconds']:.2f} s; decode / forward = "
@@ -195,7 +197,7 @@ def acnzip_rows(acn: dict, dims: int) -> list[dict]:
              "encode_seconds": acn[o]["encode_seconds"],
              "decode_seconds": acn[o]["decode_seconds"], "lossless": acn[o]["lossless"],
              "details": {"chains": acn[o]["chains"], "header_bytes": acn[o]["header_bytes"]}}
-            for o in ("set", "keep")]
+            for o in ORDERS]
 
 
 def benchmark(images: np.ndarray, name: str, dataset: str, split: str, model: str | None = None,

@@ -1,0 +1,80 @@
+"""Multiset choices and the associative prior: exact inverses that restore the stack, with the
+costs they claim."""
+import math
+
+import numpy as np
+import pytest
+
+from codec import AnsStack, AssociativePrior, CodecError, DiscretisedMixture, Multiset, nearest
+from codec.grid import DEFAULT_GRID
+
+
+def test_multiset_choices_round_trip_and_save_log_multinomial_bits():
+    keys = [b"c", b"a", b"b", b"a", b"d", b"a", b"b"]              # duplicates
+    stack = AnsStack.with_initial_bits(8, seed=1)
+    start = stack.words().copy()
+    ms, drawn, saved = Multiset(keys), [], 0.0
+    while len(ms):
+        n = len(ms)
+        key = ms.pop_element(stack)
+        lo, hi = ms.span(key)
+        saved += math.log2(n) - math.log2(hi - lo + 1)
+        drawn.append(key)
+    assert sorted(drawn) == sorted(keys)
+    # log2 of the number of distinct orders: 7! / (3! 2!)
+    assert saved == pytest.approx(math.log2(math.factorial(7) / (6 * 2)))
+    bob = Multiset()
+    for key in reversed(drawn):
+        bob.push_element(stack, key)
+    assert bob.keys == sorted(keys)
+    assert np.array_equal(stack.words(), start)                     # every bit came back
+
+
+def test_multiset_refuses_missing_keys_and_empty_draws():
+    with pytest.raises(CodecError, match="not in the multiset"):
+        Multiset([b"a"]).remove(b"b")
+    with pytest.raises(CodecError, match="empty"):
+        Multiset().pop_element(AnsStack.with_initial_bits(2, 0))
+
+
+def test_nearest_is_exact_with_ties_broken_by_index():
+    rng = np.random.default_rng(0)
+    anchors = rng.integers(-3, 3, (500, 4)).astype(np.float64)      # many exact ties
+    points = rng.integers(-3, 3, (64, 4)).astype(np.float64)
+    got = nearest(points, anchors, 7)
+    d2 = ((points[:, None] - anchors[None]) ** 2).sum(-1)
+    want = np.argsort(d2, axis=1, kind="stable")[:, :7]
+    assert np.array_equal(got, want)
+    assert np.array_equal(nearest(points, anchors[:3], 7), np.argsort(d2[:, :3], 1, kind="stable"))
+
+
+def _prior(rng, h, d=3, k=4):
+    means = rng.normal(0, 2, (h, d))
+    mix = lambda j: DiscretisedMixture(np.ones((len(j), d, 1)), means[j][..., None],
+                                       np.ones((len(j), d, 1)))
+    score = lambda z, cand: -0.5 * ((DEFAULT_GRID.value(z)[:, None] - means[cand]) ** 2).sum(-1)
+    return means, AssociativePrior(means, mix, score, k, to_point=DEFAULT_GRID.value)
+
+
+def test_associative_prior_round_trips_restores_the_stack_and_counts_bits():
+    rng = np.random.default_rng(3)
+    means, prior = _prior(rng, 40)
+    z = DEFAULT_GRID.index(means[rng.integers(0, 40, 25)] + rng.normal(0, 1, (25, 3)))
+    stack = AnsStack.with_initial_bits(200, seed=2)
+    start_bits = stack.num_bits
+    start = stack.words().copy()
+    prior.push(stack, z)
+    claimed = float(prior.info_bits(z).sum())
+    assert abs((stack.num_bits - start_bits) - claimed) < 64 + 1e-3 * claimed
+    _, bob = _prior(np.random.default_rng(3), 40)
+    assert np.array_equal(bob.pop_rows(stack, 25), z)
+    assert np.array_equal(stack.words(), start)
+
+
+def test_a_component_outside_the_candidates_is_damage():
+    rng = np.random.default_rng(4)
+    means, prior = _prior(rng, 40, k=1)
+    stack = AnsStack.with_initial_bits(50, seed=5)
+    with pytest.raises(CodecError):
+        for _ in range(20):                          # random words: j lands far from z
+            prior.pop_rows(stack, 5)
