@@ -48,10 +48,15 @@ class CompressError(AcnzipError):
     """A one-line reason why compress/decompress cannot proceed (nothing has been written)."""
 
 
+SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-like digits
+           ((1, 28, 28), False): "mnist.pt"}               # 8-bit grey MNIST-like digits
+
+
 def default_model_path(shape_chw: tuple, binary: bool) -> Path:
-    """The shipped model if it fits the data, else a clear error."""
-    if binary and tuple(shape_chw) == (1, 28, 28) and DEFAULT_MODEL.exists():
-        return DEFAULT_MODEL
+    """The shipped model for this kind of image, else a clear error."""
+    name = SHIPPED.get((tuple(shape_chw), bool(binary)))
+    if name and (MODELS / name).exists():
+        return MODELS / name
     kind = "binary" if binary else "8-bit"
     raise CompressError(f"no shipped model fits {kind} {shape_chw[1]}x{shape_chw[2]}x"
                         f"{shape_chw[0]} images: train one with `acnzip train DATA -o MODEL.pt` "

@@ -336,7 +336,7 @@ class SetTables:
         """Append the images x (B, C, H, W) uint8; returns their rows."""
         rows = np.arange(self.size, self.size + len(x))
         for r, img in zip(rows, x):
-            c = self.coder.model.encoder(img[None])                    # (1, D)
+            c = self.coder.model.encoder(img[None].contiguous())       # (1, D)
             p = self.coder.model.prior(c)
             self.codes[r] = c[0].numpy()
             self.w[r] = torch.softmax(p.logits[0].double(), dim=-1).numpy()

@@ -198,6 +198,49 @@ def jbig_decode(data, binary, channels, tmp: Path):
     return pbm_array((tmp / "out.pbm").read_bytes())
 
 
+def paq8px_path() -> str | None:
+    """paq8px: $PAQ8PX, else on the PATH, else ../shared/peers/bin/paq8px beside the project."""
+    import os
+    shared = Path(__file__).resolve().parents[2] / "shared" / "peers" / "bin" / "paq8px"
+    for cand in (os.environ.get("PAQ8PX"), shutil.which("paq8px"), str(shared)):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def _paq8px_missing() -> str | None:
+    if paq8px_path() is None:
+        return "paq8px not found (build it with ../shared/peers/build-paq8px.sh, or set $PAQ8PX)"
+    return None
+
+
+PAQ8PX_LEVEL = "-8"     # the strongest level without the LSTM (-8L: ~2% smaller, ~10x slower)
+
+
+def paq8px_encode(a, binary, tmp: Path):
+    """paq8px -8 on the set tiled into one PBM (binary) or PGM (8-bit grey) image: its image
+    models recognise the header. Grey or binary single-channel images only."""
+    if a.ndim == 3:
+        a = a[..., 0]
+    head = pbm_bytes(a) if binary else f"P5\n{a.shape[1]} {a.shape[0]}\n255\n".encode() + \
+        np.ascontiguousarray(a, np.uint8).tobytes()
+    (tmp / "in.pnm").write_bytes(head)
+    _tool([paq8px_path(), PAQ8PX_LEVEL, "in.pnm", "out.paq8px216"], tmp)
+    return (tmp / "out.paq8px216").read_bytes()
+
+
+def paq8px_decode(data, binary, channels, tmp: Path):
+    (tmp / "in.paq8px216").write_bytes(data)   # paq8px wants its own extension
+    out = tmp / "dec"
+    out.mkdir()
+    _tool([paq8px_path(), "-d", str(tmp / "in.paq8px216"), str(out) + "/"], tmp)
+    raw = next(out.iterdir()).read_bytes()
+    if binary:
+        return pbm_array(raw)
+    magic, w, h, _, rest = raw.split(maxsplit=4)
+    return np.frombuffer(rest, np.uint8)[: int(w) * int(h)].reshape(int(h), int(w))
+
+
 # ----- stream codecs: bytes <-> bytes -----
 
 def zstd_codec() -> tuple[Callable, Callable] | None:
@@ -328,6 +371,8 @@ PEERS: tuple[Peer, ...] = (
       for name, (enc, dec) in STREAMS.items()),
     Peer("zstd -22", "stream", _zstd(0), _zstd(1), _zstd_missing,
          settings="--ultra -22 with checksum (zstandard module, else the zstd CLI)"),
+    Peer("paq8px -8", "image", paq8px_encode, paq8px_decode, _paq8px_missing,
+         forms=("whole-set",), uses_tmp=True, settings="paq8px v216 -8, tiled PBM/PGM"),
     Peer("zpaq -m5", "stream", zpaq_encode, zpaq_decode, _tools("zpaq"), forms=("whole-set",),
          uses_tmp=True, settings="zpaq 7 a -m5 -t1 (context mixing)"),
     Peer("lrzip -z", "stream", lrzip_encode, lrzip_decode, _tools("lrzip"),

@@ -134,3 +134,18 @@ def test_a_changed_pixel_is_caught():
     with pytest.raises(NotLossless):
         verify_lossless(x, y, "test")
     assert same_set(x[::-1], x) and not same_set(x, y)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_paq8px_peer_round_trips_tiled_images_where_it_runs(binary):
+    from benchmarks.peers import paq8px_path
+    paq = [p for p in PEERS if p.method.startswith("paq8px")][0]
+    rng = np.random.default_rng(0)
+    images = (rng.random((12, 9, 7)) < 0.3).astype(np.uint8) if binary else \
+        rng.integers(0, 256, (12, 9, 7), dtype=np.uint8)
+    r = run_peer(paq, images, binary, "whole-set")
+    if paq8px_path() is None:
+        assert not r.available and "paq8px not found" in r.reason
+        return
+    assert r.available and r.lossless and r.total_bytes > 0, r
+    assert not run_peer(paq, images, binary, "per-image").available      # whole set only
