@@ -182,6 +182,39 @@ def _batch(images: np.ndarray, tour: np.ndarray, layout: Layout, t: int) -> torc
     return torch.from_numpy(x)
 
 
+def push_pixels(coder: Coder, x: torch.Tensor, z_bins: np.ndarray, active: np.ndarray,
+                stack: AnsStack) -> float:
+    """Push the pixels of the active rows of x (B, C, H, W) given their latents (the stepper,
+    teacher-forced with x, in lock-step); returns their ideal cost in bits. Inverse: pop_pixels."""
+    coded = []                      # (logits, true values) per sub-pixel, raster order
+    rows = torch.from_numpy(active)
+
+    def teacher(r, c, g, logits):   # keep float32 logits; tables are built at push time
+        coded.append((logits, x[rows, g, r, c].numpy()))
+        return x[:, g, r, c]
+
+    coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
+    bits = 0.0
+    for logits, values in reversed(coded):    # Bob pops them in raster order
+        codec = coder.pixel_codec(logits, active)
+        codec.push(stack, values.astype(np.int64))
+        bits += float(codec.info_bits(values).sum())
+    return bits
+
+
+def pop_pixels(coder: Coder, z_bins: np.ndarray, active: np.ndarray,
+               stack: AnsStack) -> torch.Tensor:
+    """Bob: the pixels (B, C, H, W) uint8 of the active rows (zeros elsewhere), in raster
+    order, given their latents."""
+    def decode(r, c, g, logits):
+        values = torch.zeros(active.size, dtype=torch.uint8)
+        values[torch.from_numpy(active)] = torch.from_numpy(
+            coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
+        return values
+
+    return coder.stepper(coder.z_tensor(z_bins, active)).run(decode).to(torch.uint8)
+
+
 def encode_dataset(coder: Coder, images: np.ndarray, tour: np.ndarray, layout: Layout,
                    stack: AnsStack, progress=None) -> Costs:
     """Alice: push every image (N, C, H, W) uint8, in tour order along the chains, onto stack."""
@@ -193,18 +226,7 @@ def encode_dataset(coder: Coder, images: np.ndarray, tour: np.ndarray, layout: L
         x = _batch(images, tour, layout, t)
         posterior = coder.posterior_codec(codes[t], active)
         z_bins = posterior.pop(stack)
-        coded = []                      # (logits, true values) per sub-pixel, raster order
-        rows = torch.from_numpy(active)
-
-        def teacher(r, c, g, logits):   # keep float32 logits; tables are built at push time
-            coded.append((logits, x[rows, g, r, c].numpy()))
-            return x[:, g, r, c]
-
-        coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
-        for logits, values in reversed(coded):    # Bob pops them in raster order
-            codec = coder.pixel_codec(logits, active)
-            codec.push(stack, values.astype(np.int64))
-            costs.recon_bits += float(codec.info_bits(values).sum())
+        costs.recon_bits += push_pixels(coder, x, z_bins, active, stack)
         prior = coder.prior_codec(codes[t - 1] if t else None, active)
         prior.push(stack, z_bins)
         kl = float(prior.info_bits(z_bins).sum() - posterior.info_bits(z_bins).sum())
@@ -223,14 +245,7 @@ def decode_dataset(coder: Coder, layout: Layout, stack: AnsStack, progress=None)
     for t in range(layout.steps):
         active = layout.active(t)
         z_bins = coder.prior_codec(prev, active).pop(stack)
-
-        def decode(r, c, g, logits):
-            values = torch.zeros(active.size, dtype=torch.uint8)
-            values[torch.from_numpy(active)] = torch.from_numpy(
-                coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
-            return values
-
-        x = coder.stepper(coder.z_tensor(z_bins, active)).run(decode).to(torch.uint8)
+        x = pop_pixels(coder, z_bins, active, stack)
         prev = coder.codes(x)
         coder.posterior_codec(prev, active).push(stack, z_bins)
         out[layout.positions(t)] = x[torch.from_numpy(active)].numpy()
@@ -382,38 +397,6 @@ class SetCosts(Costs):
     j_back_bits: float = 0.0      # returned by popping j under q(j | z)
     choice_back_bits: float = 0.0  # returned by the multiset choices (the order not paid for)
 
-    @property
-    def total_bits(self) -> float:
-        return (self.kl_bits + self.recon_bits + self.j_bits - self.j_back_bits
-                - self.choice_back_bits)
-
-
-def _push_pixels(coder: "Coder", x: torch.Tensor, z_bins: np.ndarray, stack: AnsStack) -> float:
-    """Push the pixels of x (B, C, H, W) given z (teacher-forced stepper); returns their bits."""
-    active = np.ones(len(x), dtype=bool)
-    coded = []
-
-    def teacher(r, c, g, logits):
-        coded.append((logits, x[:, g, r, c].numpy()))
-        return x[:, g, r, c]
-
-    coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
-    bits = 0.0
-    for logits, values in reversed(coded):
-        codec = coder.pixel_codec(logits, active)
-        codec.push(stack, values.astype(np.int64))
-        bits += float(codec.info_bits(values).sum())
-    return bits
-
-
-def _pop_pixels(coder: "Coder", z_bins: np.ndarray, stack: AnsStack) -> torch.Tensor:
-    active = np.ones(len(z_bins), dtype=bool)
-
-    def decode(r, c, g, logits):
-        return torch.from_numpy(coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
-
-    return coder.stepper(coder.z_tensor(z_bins, active)).run(decode).to(torch.uint8)
-
 
 def encode_set(coder: "Coder", images: np.ndarray, stack: AnsStack, batch: int = SET_BATCH,
                k: int = SET_NEIGHBOURS, progress=None) -> SetCosts:
@@ -439,7 +422,8 @@ def encode_set(coder: "Coder", images: np.ndarray, stack: AnsStack, batch: int =
         held = np.array([first[key] for key in remaining.keys], dtype=np.int64)
         posterior = DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid)
         z_bins = posterior.pop(stack)
-        costs.recon_bits += _push_pixels(coder, torch.from_numpy(images[rows]), z_bins, stack)
+        costs.recon_bits += push_pixels(coder, torch.from_numpy(images[rows]), z_bins,
+                                        np.ones(size, dtype=bool), stack)
         prior = _set_prior(coder, tables, held, size, k)
         prior.push(stack, z_bins)
         _count_prior(costs, prior, posterior, z_bins, held.size)
@@ -473,7 +457,7 @@ def decode_set(coder: "Coder", n: int, stack: AnsStack, batch: int = SET_BATCH,
         held_rows = np.array([row_of[key] for key in held.keys], dtype=np.int64)
         prior = _set_prior(coder, tables, held_rows, size, k)
         z_bins = prior.pop_rows(stack, size) if held_rows.size else prior.pop(stack)
-        x = _pop_pixels(coder, z_bins, stack)
+        x = pop_pixels(coder, z_bins, np.ones(size, dtype=bool), stack)
         rows = tables.add(x)
         DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid).push(
             stack, z_bins)

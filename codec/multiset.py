@@ -17,7 +17,6 @@ below 2**24 (constriction's Uniform). Costs: pop returns log2 |S| - log2 m(x) bi
 from __future__ import annotations
 
 import bisect
-import math
 
 import numpy as np
 
@@ -74,8 +73,3 @@ class Multiset:
         lo, hi = self.span(key)
         o = int(Uniform(np.int64(hi - lo)).pop(stack))
         Uniform(np.int64(len(self.keys))).push(stack, np.int64(lo + o))
-
-    def choice_bits(self, key) -> float:
-        """Bits a pop of `key` takes off the stack now: log2 |S| - log2 m(key)."""
-        lo, hi = self.span(key)
-        return math.log2(len(self.keys)) - math.log2(hi - lo)
