@@ -1,8 +1,10 @@
 """compress / decompress / info: the Python API behind the CLI.
 
-compress: load DATA -> codes (averaged encoder) -> greedy tour -> chains -> Alice pushes
-everything onto one ANS stack -> archive (docs/format.md). decompress: check model hash and
-fingerprint -> Bob pops everything -> write PNGs or the array file, atomically.
+compress: load DATA -> per-image codes and priors -> the grid -> Alice's one push of the
+dataset codec (protocol.AssociativeDataset for --order set and keep; the chains along the
+greedy tour for --order tour) onto one ANS stack -> archive (docs/format.md). decompress:
+check the header, model hash and fingerprint -> Bob's one pop -> write PNGs or the array file,
+atomically.
 """
 from __future__ import annotations
 
@@ -22,17 +24,18 @@ from tqdm import tqdm
 
 from codec import AnsStack, BinGrid, CodecError, StackUnderflowError
 from . import __version__
-from .archive import (Archive, ArchiveError, check_header, check_paths, fixed_bytes, pack_files,
+from .archive import (Archive, ArchiveError, associative, check_header, check_paths, fixed_bytes, pack_files,
                       pack_names, read_archive, section_sizes, unpack_files, unpack_names,
                       write_archive)
 from .atomic import check_folder_output, check_output, write_folder
 from .data import load_dataset, png_name
 from .errors import AcnzipError
 from .modelfile import ModelFile, load_model
-from .order import PermutationCodec, permutation_bits
-from .protocol import (SET_BATCH, SET_NEIGHBOURS, Coder, Layout, chain_lengths, decode_dataset,
-                       decode_set, default_chains, encode_dataset, encode_set, fingerprint,
-                       fingerprint_set, seed_words, set_batches)
+from .order import PermutationCodec
+from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
+                       SetCosts, SetTables, chain_lengths, decode_dataset, default_chains,
+                       encode_dataset, encode_from_initial_bits, fingerprint, fingerprint_set,
+                       seed_words, set_batches)
 from .evaluate import tour_kl
 from .tour import greedy_tour
 
@@ -108,7 +111,6 @@ class Report:
     kl_bits: float
     kl_start_bits: float
     recon_bits: float
-    order_bits: float
     initial_bits: int
     kl_tour_nats: float         # per image
     encode_seconds: float
@@ -121,8 +123,8 @@ class Report:
 
     def as_dict(self) -> dict:
         n, sec = self.n_images, self.sections
-        bound_bits = (self.kl_bits + self.recon_bits + self.order_bits + self.j_bits
-                      - self.j_back_bits - self.choice_back_bits)
+        latent_bits = self.kl_bits + self.j_bits - self.j_back_bits - self.choice_back_bits
+        bound_bits = latent_bits + self.recon_bits
         archive_bits = 8 * sec["archive_bytes"]
         per_image_nats = LN2 / n
         return {
@@ -138,12 +140,12 @@ class Report:
             "kl_nats_per_image": self.kl_bits * per_image_nats,
             "kl_start_nats_per_image": self.kl_start_bits * per_image_nats,
             "recon_nats_per_image": self.recon_bits * per_image_nats,
-            "order_nats_per_image": self.order_bits * per_image_nats,
+            "latent_nats_per_image": latent_bits * per_image_nats,
             "kl_tour_nats_per_image": self.kl_tour_nats,
             "j_nats_per_image": self.j_bits * per_image_nats,
             "j_back_nats_per_image": self.j_back_bits * per_image_nats,
             "choice_back_nats_per_image": self.choice_back_bits * per_image_nats,
-            "bound_bits_total": bound_bits, "order_bits_total": self.order_bits,
+            "bound_bits_total": bound_bits,
             "initial_bits_total": self.initial_bits,
             "payload_over_bound_pct": 100.0 * (8 * sec["payload_bytes"] - bound_bits) / bound_bits,
             "chains": self.chains, "encode_seconds": self.encode_seconds,
@@ -188,24 +190,36 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     mf = load_model(model_blob)
     _check_fits(mf, shape, ds.binary, f"model {model_path.name}")
     coder = _coder(mf, BinGrid(), threads)
-    codes = dataset_codes(coder, pixels)
-    grid = grid_for(codes)
-    coder = _coder(mf, grid, threads)
     n = len(pixels)
-    if order == "set":
-        if n >= 1 << 24:
-            raise CompressError(f"--order set codes at most {(1 << 24) - 1:,} images at once")
-        stack, words, costs = _encode_set(coder, pixels, quiet)
-        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS}
-        probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS)
-        tour, kl_tour = None, None
-    else:
+    if order == "tour":
+        codes = dataset_codes(coder, pixels)
+        coder = _coder(mf, grid_for(codes), threads)
         tour = greedy_tour(codes)
         layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
-        stack, words, costs = _encode_chains(coder, pixels, tour, layout, order, quiet)
+        stack, words, costs = _encode_chains(coder, pixels, tour, layout, quiet)
         layout_info = {"chain_lengths": layout.lengths.tolist()}
         probe = fingerprint(coder, layout.lengths.size)
         kl_tour = _tour_kl_nats(mf, codes, tour)
+    else:
+        if n >= 1 << 24:
+            raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
+        tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
+        bar, tick = _progress(2 * n, "compress", quiet)
+        with bar:
+            for i in range(0, n, 256):                   # per image: see SetTables
+                tick(len(tables.add(torch.from_numpy(pixels[i:i + 256]))))
+            coder = tables.coder = _coder(mf, grid_for(tables.codes), threads)
+            w = BASE_WEIGHT
+            codec = AssociativeDataset(coder, n, order == "set", SET_BATCH, SET_NEIGHBOURS, w,
+                                       tick)
+            stack, words = encode_from_initial_bits(
+                lambda stack: codec.push(stack, pixels, tables),
+                seed_words(1, mf.config.latent_dim),
+                lambda: (bar.reset(), tick(n), setattr(codec, "costs", SetCosts())))
+        costs = codec.costs
+        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
+        probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
+        kl_tour = None
 
     model_sha = hashlib.sha256(model_blob).hexdigest()
     header = {
@@ -213,7 +227,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         "binary": ds.binary, "binary_value": ds.binary_value, "mode": ds.mode,
         "source": dict(ds.origin) if ds.origin["kind"] != "folder" else {"kind": "folder"},
         "order": order, **layout_info, "seed_words": words,
-        "seed": 0, "grid": {"width": grid.width, "range": grid.range}, "threads": threads,
+        "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
+        "threads": threads,
         "model_sha256": model_sha, "model_name": model_path.name, "fingerprint": probe,
         "versions": _versions(),
         "other_files": {"count": len(ds.other_files),
@@ -233,7 +248,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     renamed = sum(png_name(x) != x for x in ds.names) if ds.mode != "array" else 0
     report = Report(n, int(np.prod(shape)), ds.input_bytes, len(ds.other_files),
                     section_sizes(archive), costs.kl_bits, costs.kl_start_bits,
-                    costs.recon_bits, permutation_bits(n) if order == "keep" else 0.0,
+                    costs.recon_bits,
                     stack.initial_bits, kl_tour, time.perf_counter() - t0,
                     len(layout_info.get("chain_lengths", [])),
                     {"name": model_path.name, "sha256": model_sha, "from": where}, renamed,
@@ -242,41 +257,18 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     return report.as_dict()
 
 
-def _encode_chains(coder: Coder, pixels, tour, layout: Layout, order: str, quiet: bool):
-    """--order keep / tour: the chains along the greedy tour (the permutation first for keep).
-    Returns (stack, initial words, costs); more initial words on the rare underflow."""
-    n = len(pixels)
+def _encode_chains(coder: Coder, pixels, tour, layout: Layout, quiet: bool):
+    """--order tour: the chains along the greedy tour. Returns (stack, initial words, costs)."""
     words = seed_words(int(layout.active(layout.steps - 1).sum()), coder.model.config.latent_dim)
-    bar, tick = _progress(n, "compress", quiet)
-    try:
-        while True:
-            stack = AnsStack.with_initial_bits(words, seed=0)
-            if order == "keep":
-                PermutationCodec(n).push(stack, tour)
-            try:
-                return stack, words, encode_dataset(coder, pixels, tour, layout, stack, tick)
-            except StackUnderflowError:          # rare: too few initial bits; more, and again
-                words *= 2
-                bar.reset()
-    finally:
-        bar.close()
-
-
-def _encode_set(coder: Coder, pixels, quiet: bool):
-    """--order set: multiset bits-back with the associative prior (protocol.encode_set)."""
-    words = seed_words(1, coder.model.config.latent_dim)
     bar, tick = _progress(len(pixels), "compress", quiet)
-    try:
-        while True:
-            stack = AnsStack.with_initial_bits(words, seed=0)
-            try:
-                return stack, words, encode_set(coder, pixels, stack, SET_BATCH,
-                                                SET_NEIGHBOURS, tick)
-            except StackUnderflowError:
-                words *= 2
-                bar.reset()
-    finally:
-        bar.close()
+    result = {}
+
+    def push(stack):
+        result["costs"] = encode_dataset(coder, pixels, tour, layout, stack, tick)
+
+    with bar:
+        stack, words = encode_from_initial_bits(push, words, bar.reset)
+    return stack, words, result["costs"]
 
 
 def _versions() -> dict:
@@ -341,9 +333,10 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     coder = _coder(mf, grid, threads or h["threads"])
     n = h["n_images"]
-    associative = h["order"] == "set" and archive.version >= 2    # v1 "set" was the tour
-    if associative:
-        probe = fingerprint_set(coder, max(set_batches(n, h["batch"])), h["neighbours"])
+    batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
+    if batched:
+        w = h.get("base_weight", 0.0)                  # v2 "set": no base
+        probe = fingerprint_set(coder, max(set_batches(n, h["batch"])), h["neighbours"], w)
     else:
         layout = Layout(np.asarray(h["chain_lengths"], dtype=np.int64))
         probe = fingerprint(coder, layout.lengths.size)
@@ -355,11 +348,13 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     stack = AnsStack.from_bytes(archive.payload, never_empty=True)
     bar, tick = _progress(n, "decompress", quiet)
     try:
-        if associative:                                                  # decoding order
-            pixels = decode_set(coder, n, stack, h["batch"], h["neighbours"], tick)
+        if batched:                              # decoding order (set) or the order (keep)
+            pixels = AssociativeDataset(coder, n, h["order"] == "set", h["batch"],
+                                        h["neighbours"], w, tick).pop(stack)
+            tour = None
         else:
             pixels = decode_dataset(coder, layout, stack, tick)          # tour order
-        tour = PermutationCodec(n).pop(stack) if h["order"] == "keep" else None
+            tour = PermutationCodec(n).pop(stack) if h["order"] == "keep" else None
     except CodecError as exc:
         raise ArchiveError(f"the archive's payload does not decode ({exc}): it is damaged "
                            "or was made by a different computation") from None

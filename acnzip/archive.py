@@ -1,10 +1,11 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format version 2 (little-endian; docs/format.md has the full table and keys):
+Byte layout of format version 3 (little-endian; docs/format.md has the full table and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 2 (version 1, without the files section, is read too)
+    4       2     format version (u16): 3 (versions 2, the same bytes, and 1, without the
+                  files section, are read too; they differ in which orders use which protocol)
     6       2     flags (u16): bit 0 model embedded, bit 1 order kept; bits 2-15 reserved = 0
     8       4     header length Lh (u32)
     12      4     names length Ln (u32)
@@ -44,15 +45,16 @@ from .errors import AcnzipError
 __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMBEDDED",
            "FLAG_ORDER_KEPT", "pack", "unpack", "read_archive", "write_archive", "check_header",
            "pack_names", "unpack_names", "pack_files", "unpack_files", "safe_name",
-           "section_sizes", "LIMITS"]
+           "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
 _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
-          2: struct.Struct("<4sHHIIQQQ")}     # 40 bytes + CRC
+          2: struct.Struct("<4sHHIIQQQ"),     # 40 bytes + CRC
+          3: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -138,7 +140,7 @@ def _parse_fixed(head: bytes, total: int | None) -> tuple[int, int, tuple[int, .
     version = struct.unpack_from("<H", head, 4)[0]
     if version not in _FIXED:
         raise ArchiveError(f"archive format version {version} is not supported "
-                           f"(this acnzip reads versions 1 and {FORMAT_VERSION})")
+                           f"(this acnzip reads versions 1 to {FORMAT_VERSION})")
     fmt = _FIXED[version]
     if len(head) < fmt.size + 4:
         raise ArchiveError(f"archive is truncated ({len(head)} bytes)")
@@ -146,7 +148,7 @@ def _parse_fixed(head: bytes, total: int | None) -> tuple[int, int, tuple[int, .
         raise ArchiveError("archive header is corrupt (CRC mismatch)")
     fields = fmt.unpack_from(head)
     flags = fields[2]
-    lengths = fields[3:] if version == 2 else (fields[3], fields[4], 0, fields[5], fields[6])
+    lengths = fields[3:] if version >= 2 else (fields[3], fields[4], 0, fields[5], fields[6])
     if flags & ~_KNOWN_FLAGS:
         raise ArchiveError(f"archive uses unknown flags 0x{flags:04x} (reserved bits set)")
     expected = fixed_bytes(version) + sum(lengths)
@@ -258,6 +260,12 @@ _MODE_CHANNELS = {"1": 1, "L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+def associative(order: str, version: int) -> bool:
+    """Whether an archive of this order and format version was coded in batches with the
+    associative prior (set since version 2, keep since 3) rather than along the tour's chains."""
+    return (order == "set" and version >= 2) or (order == "keep" and version >= 3)
+
+
 def check_header(h: dict, archive: Archive) -> None:
     """Validate the JSON header against the schema (docs/format.md), with every size bounded
     (LIMITS); ArchiveError naming the first field that is wrong."""
@@ -288,11 +296,14 @@ def check_header(h: dict, archive: Archive) -> None:
     if h["order"] not in ("keep", "set", "tour") or (h["order"] == "keep") != archive.order_kept \
             or (h["order"] == "tour" and archive.version < 2):
         _fail("order and flags disagree")
-    if h["order"] == "set" and archive.version >= 2:       # multiset with associative prior
+    if associative(h["order"], archive.version):         # batches, associative prior
         _int_in(h, "batch", 1, LIMITS.max_chains)
         _int_in(h, "neighbours", 1, LIMITS.max_neighbours)
         if n >= 1 << 24:
-            _fail("--order set archives hold fewer than 2**24 images")
+            _fail(f"--order {h['order']} archives hold fewer than 2**24 images")
+        if archive.version >= 3 and not (_is_num(h.get("base_weight"))
+                                         and 0 <= h["base_weight"] < 1):
+            _fail("'base_weight' must be a number in [0, 1)")
     else:                                                     # chains along the tour
         lengths = h.get("chain_lengths")
         if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)

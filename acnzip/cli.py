@@ -232,16 +232,16 @@ _threads_option = click.option(
 @_model_option
 @click.option("--order", type=click.Choice(["keep", "set", "tour"]), default="keep",
               show_default=True,
-              help="keep: restore every image's name and position (costs ~log2 N! bits); "
-                   "set: the dataset as a set (multiset bits-back: the order costs nothing, "
-                   "and each image's latent is coded against the images already decoded); "
-                   "tour: the ACN paper's greedy tour, chained, as a set.")
+              help="keep: restore every image's name and position; each image's latent is "
+                   "coded against the images before it (associative prior). set: the dataset "
+                   "as a set, in any order (multiset bits-back: the order costs nothing; "
+                   "smallest). tour: the ACN paper's greedy tour, chained, as a set.")
 @click.option("--embed-model", is_flag=True,
               help="Store the model in the archive (self-contained; its bytes are counted).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="R.json",
               help="Write the measured sizes beside the model's bound as JSON.")
 @click.option("--chains", type=click.IntRange(min=1), metavar="B",
-              help="Chains coded in lock-step [about sqrt(N), at most 256].")
+              help="--order tour: chains coded in lock-step [about sqrt(N), at most 256].")
 @_threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT.acn (and R.json).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
@@ -416,9 +416,9 @@ def demo(images, model, keep, quiet):
                f"{r['xz_packed_bytes']:,} bytes; the packed bits alone: "
                f"{r['raw_packed_bytes']:,} bytes")
     click.echo(f"acnzip: {r['nats_per_image']:.2f} nats/image ({r['bits_per_dim']:.4f} bits per "
-               f"pixel); the model's bound {r['bound_nats_per_image']:.2f} (KL "
-               f"{r['kl_nats_per_image']:.2f} + recon {r['recon_nats_per_image']:.2f} + order "
-               f"{r['order_nats_per_image']:.2f}); fixed cost per archive "
+               f"pixel); the model's bound {r['bound_nats_per_image']:.2f} ("
+               f"{r['latent_nats_per_image']:.2f} for the latents, net of the bits returned, + "
+               f"recon {r['recon_nats_per_image']:.2f}); fixed cost per archive "
                f"{r['fixed_cost_bytes']:,} bytes")
 
 

@@ -28,15 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import (AnsStack, Bernoulli, Categorical, DEFAULT_GRID, BinGrid,
-                   DiscretisedDiagonalMixture, DiscretisedGaussian, DiscretisedMixture)
+from codec import (AnsStack, Bernoulli, BitsBack, Categorical, Codec, DEFAULT_GRID, BinGrid,
+                   DiscretisedDiagonalMixture, DiscretisedGaussian, DiscretisedMixture,
+                   StackUnderflowError)
 from codec.associative import AssociativePrior, nearest
 from codec.multiset import Multiset
 from .nn.stepper import PixelStepper
 
 __all__ = ["chain_lengths", "default_chains", "seed_words", "fingerprint", "Coder", "Costs", "Layout",
-           "encode_dataset", "decode_dataset", "set_batches", "encode_set", "decode_set",
-           "fingerprint_set", "SetCosts", "SET_BATCH", "SET_NEIGHBOURS"]
+           "encode_dataset", "decode_dataset", "PixelCodec", "set_batches", "SetTables",
+           "associative_prior", "AssociativeDataset", "encode_from_initial_bits",
+           "fingerprint_set", "SetCosts", "SET_BATCH", "SET_NEIGHBOURS", "BASE_WEIGHT"]
 
 
 def default_chains(n: int) -> int:
@@ -280,25 +282,29 @@ def fingerprint(coder: Coder, rows: int) -> str:
     return h.hexdigest()[:32]
 
 
-# ----- --order set: multiset bits-back with an associative prior over the decoded images -----
+# ----- --order set and keep: one bits-back step per batch, an associative prior over the images
+# Bob already holds -----------------------------------------------------------------------------
 #
 # Bob decodes the dataset in batches whose sizes are `set_batches(N, B)` (1, 1, 2, 4, ... up to
-# B, then B, ..., then down to 1 so that Alice's first pops need few initial bits). Before batch
-# t he holds the multiset M of the images decoded so far; for each batch:
-#     pop z      under the associative prior over M: j ~ Uniform(|M|), z ~ p(z | c_j), bits
-#                back over j with q(j | z) on the K held codes nearest z (the first batch, with
-#                M empty: the unconditional GMM p(z))
-#     pop x      sub-pixel by sub-pixel under r(x | z)         (PixelStepper, lock-step batch)
+# B, then B, ..., then down to 1 so that Alice's first pops need few initial bits). Before each
+# batch he holds the images decoded so far (H of them); one batch is one BitsBack step:
+#     pop z      under the associative prior: w p(z) + (1 - w)/H sum_j p(z | c_j), bits back over
+#                the choice with q on the base and the K held codes nearest z (codec/associative.py;
+#                the first batch, H = 0: the unconditional GMM p(z) alone)
+#     pop x      sub-pixel by sub-pixel under r(x | z)          (PixelCodec, lock-step batch)
 #     c = encoder(x) one image at a time; push z under q(z | x) = N(c, I)
-#     push, for the batch's images in reverse, which element of M + {x} each was (Multiset)
-# Alice runs the exact inverse: for the batches in reverse she *pops* the images of the batch
-# from the multiset of those still to be coded (those are exactly what Bob will hold), then
-# pushes them with the bits-back codec above. Codes and prior parameters are computed one image
-# at a time, so they do not depend on which images share a batch; the candidate search and
-# q(j | z) are float64 numpy arithmetic on identically ordered arrays (codec/associative.py).
+# --order set: the images' order is free. Bob's held images are a multiset and, after each
+#     batch, he pushes which element of it each new image was (codec/multiset.py); Alice pops
+#     those choices to pick each batch's images, so the order returns log2 N! bits.
+# --order keep: the images come in their given order; no choice is coded.
+# Alice's whole run is `AssociativeDataset.push`, Bob's `pop`: the same step codecs, reversed.
+# Codes and prior parameters are computed one image at a time, so they do not depend on which
+# images share a batch; the candidate search and q are float64 numpy arithmetic on identically
+# ordered arrays.
 
 SET_BATCH = 256        # largest lock-step batch
 SET_NEIGHBOURS = 16    # K: candidates for j per latent
+BASE_WEIGHT = 1 / 16  # w: the GMM p(z)'s share of the prior (measured: docs/format.md)
 
 
 def set_batches(n: int, b: int = SET_BATCH) -> list[int]:
@@ -334,6 +340,24 @@ def image_key(image: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
 
 
+class PixelCodec(Codec):
+    """The pixels (B, C, H, W) uint8 of a lock-step batch given their latent bins (B, D): push
+    runs the cached stepper teacher-forced with the true pixels, pop runs it on the decoded
+    ones; both build every sub-pixel's table from the same float32 logits. Only `active` rows
+    are coded (the others are zeros). After a push, `bits` is its ideal cost."""
+
+    def __init__(self, coder: Coder, z_bins: np.ndarray, active: np.ndarray | None = None):
+        self.coder, self.z_bins = coder, z_bins
+        self.active = np.ones(len(z_bins), dtype=bool) if active is None else active
+        self.bits = 0.0
+
+    def push(self, stack: AnsStack, x) -> None:
+        self.bits = push_pixels(self.coder, torch.as_tensor(x), self.z_bins, self.active, stack)
+
+    def pop(self, stack: AnsStack) -> torch.Tensor:
+        return pop_pixels(self.coder, self.z_bins, self.active, stack)
+
+
 class SetTables:
     """Per-image network outputs: codes (N, D) float32 and prior mixtures (N, D, M) float64,
     each computed with a batch of one image, so they do not depend on batch composition."""
@@ -365,7 +389,7 @@ class SetTables:
                                   self.coder.grid)
 
     def score(self, z_bins: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """log p(z | c_row) up to a constant, (B, K), float64: the mixture density at the bin
+        """log p(z | c_row) + D/2 log(2 pi), (B, K), float64: the mixture density at the bin
         centres, elementwise in a fixed order."""
         z = self.coder.grid.value(z_bins)[:, None, :, None]               # (B, 1, D, 1)
         sc = self.sc[rows]
@@ -378,103 +402,156 @@ class SetTables:
             out += lse[:, :, d]
         return out
 
+    def base_score(self, z_bins: np.ndarray) -> np.ndarray:
+        """log p(z) + D/2 log(2 pi) under the unconditional GMM, (B,), on the scale of `score`."""
+        w, mu, sc = self.coder.gmm
+        z = self.coder.grid.value(z_bins)[:, None, :]                     # (B, 1, D)
+        u = (z - mu) / sc
+        per_dim = -np.log(sc) - 0.5 * u * u                               # (B, K, D)
+        a = np.log(np.maximum(w, 1e-300)) + np.zeros(per_dim.shape[:2])
+        for d in range(per_dim.shape[2]):
+            a += per_dim[:, :, d]
+        top = a.max(axis=1)
+        return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
 
-def _set_prior(coder: "Coder", tables: SetTables, held: np.ndarray, n: int, k: int):
-    """The latent prior of a batch of n images given the held rows (H,): the associative
-    mixture, or the unconditional GMM when nothing is held."""
-    if held.size == 0:
-        w, mu, sc = coder.gmm
-        return DiscretisedDiagonalMixture(w, mu, sc, n, coder.grid)
-    return AssociativePrior(tables.codes[held], lambda j: tables.mixture(held[j]),
-                            lambda z, cand: tables.score(z, held[cand]), k,
-                            to_point=coder.grid.value)
+
+def associative_prior(tables: SetTables, held: np.ndarray, n: int, k: int,
+                      base_weight: float) -> AssociativePrior:
+    """The latent prior of a batch of n images given the held rows (H,): the base GMM p(z)
+    with weight w and the uniform mixture over the held images' p(z | c_j) (the GMM alone when
+    nothing is held)."""
+    coder = tables.coder
+    w, mu, sc = coder.gmm
+    return AssociativePrior(
+        tables.codes[held], lambda j: tables.mixture(held[j]),
+        lambda z, cand: tables.score(z, held[cand]), k, n, to_point=coder.grid.value,
+        base=lambda r: DiscretisedDiagonalMixture(w, mu, sc, r, coder.grid),
+        base_score=tables.base_score, base_weight=base_weight)
 
 
 @dataclass
 class SetCosts(Costs):
-    """Ideal code lengths (bits) of a set coded with the associative prior."""
-    j_bits: float = 0.0           # log2 |held| per latent: which held image's prior
-    j_back_bits: float = 0.0      # returned by popping j under q(j | z)
+    """Ideal code lengths (bits) of a dataset coded with the associative prior. kl_bits: the
+    latents under their chosen component (or the base) minus q(z | x)."""
+    j_bits: float = 0.0           # which component: log2 H per held choice, and the base flag
+    j_back_bits: float = 0.0      # returned by popping the choice under q(c | z)
     choice_back_bits: float = 0.0  # returned by the multiset choices (the order not paid for)
 
 
-def encode_set(coder: "Coder", images: np.ndarray, stack: AnsStack, batch: int = SET_BATCH,
-               k: int = SET_NEIGHBOURS, progress=None) -> SetCosts:
-    """Alice: push the multiset of images (N, C, H, W) uint8 onto the stack (--order set)."""
-    n = len(images)
-    keys = [image_key(img) for img in images]
-    first = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    cfg = coder.model.config
-    tables = SetTables(coder, cfg.latent_dim, cfg.prior_components, n)
-    tables.add(torch.from_numpy(images))                       # row i = image i
-    remaining = Multiset(keys)
-    costs = SetCosts()
-    for size in reversed(set_batches(n, batch)):
-        picked = []
-        for _ in range(size):
-            key = remaining.pop_element(stack)
-            lo, hi = remaining.span(key)                 # the multiset now lacks one copy
-            costs.choice_back_bits += math.log2(len(remaining) + 1) - math.log2(hi - lo + 1)
-            picked.append(first[key])
-        rows = np.array(picked)
-        held = np.array([first[key] for key in remaining.keys], dtype=np.int64)
-        posterior = DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid)
-        z_bins = posterior.pop(stack)
-        costs.recon_bits += push_pixels(coder, torch.from_numpy(images[rows]), z_bins,
-                                        np.ones(size, dtype=bool), stack)
-        prior = _set_prior(coder, tables, held, size, k)
-        prior.push(stack, z_bins)
-        _count_prior(costs, prior, posterior, z_bins, held.size)
-        if progress:
-            progress(size)
-    return costs
+class AssociativeDataset(Codec):
+    """N images (N, C, H, W) uint8, --order set (`multiset`: pop returns them in decoding
+    order, the multiset is what is kept) or --order keep (pop returns them in their order).
+
+    Guarantees: pop(push(images)) restores the images (as a multiset for set) and the stack
+    exactly; every table Bob builds equals Alice's bit for bit. After a push, `costs` holds the
+    ideal code lengths."""
+
+    def __init__(self, coder: Coder, n: int, multiset: bool, batch: int = SET_BATCH,
+                 k: int = SET_NEIGHBOURS, base_weight: float = 0.0, progress=None):
+        self.coder, self.n, self.multiset = coder, n, multiset
+        self.batch, self.k, self.base_weight = batch, k, base_weight
+        self.sizes = set_batches(n, batch)
+        self.progress = progress or (lambda count: None)
+        self.costs = SetCosts()
+
+    def tables(self) -> SetTables:
+        cfg = self.coder.model.config
+        return SetTables(self.coder, cfg.latent_dim, cfg.prior_components, self.n)
+
+    def step(self, tables: SetTables, held: np.ndarray, size: int,
+             rows: np.ndarray | None = None) -> BitsBack:
+        """One batch: BitsBack(associative prior, pixels | z, q(z | x)). `rows`: the batch's
+        table rows when they are known (Alice); otherwise the decoded images are added."""
+        grid = self.coder.grid
+
+        def posterior(x):
+            r = rows if rows is not None else tables.add(x)
+            return DiscretisedGaussian(tables.codes[r].astype(np.float64), 1.0, grid)
+
+        return BitsBack(associative_prior(tables, held, size, self.k, self.base_weight),
+                        lambda z: PixelCodec(self.coder, z), posterior)
+
+    def push(self, stack: AnsStack, images: np.ndarray, tables: SetTables | None = None) -> None:
+        """Alice. `tables`: the images' SetTables, if already computed (row i = image i)."""
+        if tables is None:
+            tables = self.tables()
+            tables.add(torch.from_numpy(images))
+        keys = [image_key(img) for img in images] if self.multiset else None
+        first = {}
+        for i, key in enumerate(keys or ()):
+            first.setdefault(key, i)
+        remaining = Multiset(keys) if self.multiset else None
+        end = self.n
+        for size in reversed(self.sizes):
+            if self.multiset:
+                rows = np.array([first[self._pop_choice(remaining, stack)]
+                                 for _ in range(size)])
+                held = np.array([first[key] for key in remaining.keys], dtype=np.int64)
+            else:
+                rows, held = np.arange(end - size, end), np.arange(end - size)
+                end -= size
+            step = self.step(tables, held, size, rows)
+            step.push(stack, torch.from_numpy(images[rows]))
+            self._count(step)
+            self.progress(size)
+
+    def _pop_choice(self, remaining: Multiset, stack: AnsStack) -> bytes:
+        key = remaining.pop_element(stack)
+        lo, hi = remaining.span(key)                     # the multiset now lacks one copy
+        self.costs.choice_back_bits += math.log2(len(remaining) + 1) - math.log2(hi - lo + 1)
+        return key
+
+    def _count(self, step: BitsBack) -> None:
+        z, pixels, posterior = step.last
+        c, costs = step.prior.last, self.costs
+        kl = c.z_bits - posterior.info_bits(z).sum(axis=-1)
+        costs.kl_bits += float(kl.sum())
+        costs.kl_start_bits += float(kl[c.on_base].sum())
+        costs.recon_bits += pixels.bits
+        costs.j_bits += float(c.choice_bits.sum())
+        costs.j_back_bits += float(c.back_bits.sum())
+
+    def pop(self, stack: AnsStack) -> np.ndarray:
+        """Bob: the images, in decoding order (set) or their order (keep)."""
+        tables = self.tables()
+        held = Multiset() if self.multiset else None
+        row_of: dict[bytes, int] = {}
+        out = []
+        for size in self.sizes:
+            held_rows = np.array([row_of[key] for key in held.keys], dtype=np.int64) \
+                if self.multiset else np.arange(tables.size)
+            x = self.step(tables, held_rows, size).pop(stack).numpy()
+            if self.multiset:
+                keys = [image_key(img) for img in x]
+                for key, row in zip(keys, range(tables.size - size, tables.size)):
+                    row_of.setdefault(key, row)
+                for key in reversed(keys):
+                    held.push_element(stack, key)
+            out.append(x)
+            self.progress(size)
+        return np.concatenate(out)
 
 
-def _count_prior(costs: SetCosts, prior, posterior, z_bins: np.ndarray, h: int) -> None:
-    q_bits = float(posterior.info_bits(z_bins).sum())
-    if h == 0:
-        kl = float(prior.info_bits(z_bins).sum()) - q_bits
-        costs.kl_bits += kl
-        costs.kl_start_bits += kl
-        return
-    j, pos, q = prior.last
-    costs.kl_bits += float(prior.component(j).info_bits(z_bins).sum()) - q_bits
-    costs.j_bits += len(z_bins) * math.log2(h)
-    costs.j_back_bits += float(q.info_bits(pos).sum()) if q is not None else 0.0
+def encode_from_initial_bits(push, words: int, on_retry=None) -> tuple[AnsStack, int]:
+    """Alice's run `push(stack)` on a stack seeded with `words` initial 32-bit words (seed 0);
+    on the rare underflow (a first pop needing more bits than seeded) the words are doubled
+    and the run repeated. Returns the stack and the words used (the header records them)."""
+    while True:
+        stack = AnsStack.with_initial_bits(words, seed=0)
+        try:
+            push(stack)
+            return stack, words
+        except StackUnderflowError:
+            words *= 2
+            if on_retry:
+                on_retry()
 
 
-def decode_set(coder: "Coder", n: int, stack: AnsStack, batch: int = SET_BATCH,
-               k: int = SET_NEIGHBOURS, progress=None) -> np.ndarray:
-    """Bob: pop the multiset back; returns (N, C, H, W) uint8 in decoding order."""
-    cfg = coder.model.config
-    tables = SetTables(coder, cfg.latent_dim, cfg.prior_components, n)
-    held = Multiset()
-    row_of: dict[bytes, int] = {}
-    out = []
-    for size in set_batches(n, batch):
-        held_rows = np.array([row_of[key] for key in held.keys], dtype=np.int64)
-        prior = _set_prior(coder, tables, held_rows, size, k)
-        z_bins = prior.pop_rows(stack, size) if held_rows.size else prior.pop(stack)
-        x = pop_pixels(coder, z_bins, np.ones(size, dtype=bool), stack)
-        rows = tables.add(x)
-        DiscretisedGaussian(tables.codes[rows].astype(np.float64), 1.0, coder.grid).push(
-            stack, z_bins)
-        keys = [image_key(img) for img in x.numpy()]
-        for key, row in zip(keys, rows):
-            row_of.setdefault(key, int(row))
-        for key in reversed(keys):
-            held.push_element(stack, key)
-        out.append(x.numpy())
-        if progress:
-            progress(size)
-    return np.concatenate(out)
-
-
-def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS) -> str:
-    """Like `fingerprint`, for --order set: the per-image codes and priors, the associative
-    arithmetic (candidates, q(j | z), mixture tables) and the stepper's logits on a probe."""
+def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS,
+                    base_weight: float = 0.0) -> str:
+    """Like `fingerprint`, for --order set and keep: the per-image codes and priors, the
+    associative arithmetic (candidates, q's scores, mixture tables) and the stepper's logits
+    on a probe."""
     rng = np.random.default_rng(12345)
     hi = 2 if coder.binary else 256
     x = torch.from_numpy(rng.integers(0, hi, (rows,) + coder.shape).astype(np.uint8))
@@ -489,6 +566,8 @@ def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS) -> str:
     cand = nearest(coder.grid.value(z), tables.codes[held], k)
     h.update(cand.tobytes())
     h.update(tables.score(z, cand).tobytes())
+    if base_weight > 0:
+        h.update(tables.base_score(z).tobytes())
     h.update(tables.mixture(held).probs.tobytes())
     h.update(coder.prior_codec(None, np.ones(rows, bool)).mass.tobytes())
     active = np.ones(rows, dtype=bool)

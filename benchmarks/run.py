@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,12 +92,21 @@ def resolve_model(model: str | None, images: np.ndarray, binary: bool) -> tuple[
 
 def run_acnzip_order(npy: Path, images: np.ndarray, model: Path, order: str, threads: int,
                      tmp: Path) -> dict:
-    """Compress + decompress one order mode; the compress report plus decode time, verified."""
-    from acnzip.api import compress, decompress
+    """Compress one order mode, then decompress in a new process (nothing shared with the
+    compressor but the archive and the model file); the compress report plus the decode time,
+    verified pixel for pixel."""
+    from acnzip.api import compress
     archive = tmp / f"set-{order}.acn"
     rep = compress(npy, archive, model=model, order=order, force=True, threads=threads,
                    quiet=True)
-    back = decompress(archive, tmp / f"out-{order}", model=model, force=True, quiet=True)
+    code = ("import json, sys; from acnzip.api import decompress; "
+            "print(json.dumps(decompress(sys.argv[1], sys.argv[2], model=sys.argv[3], "
+            "force=True, quiet=True)))")
+    run = subprocess.run([sys.executable, "-c", code, str(archive), str(tmp / f"out-{order}"),
+                          str(model)], capture_output=True, text=True)
+    if run.returncode:
+        raise AssertionError(f"acnzip --order {order}: decompress failed: {run.stderr[-2000:]}")
+    back = json.loads(run.stdout.strip().splitlines()[-1])
     restored = np.load(Path(back["outdir"]) / npy.name)
     ok = np.array_equal(restored, images) if order == "keep" else same_set(images, restored)
     if not ok:

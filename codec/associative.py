@@ -1,25 +1,31 @@
-"""An associative prior: z coded under a uniform mixture of H component priors (one per item
-the decoder already holds), with bits-back over which component.
+"""An associative prior: z coded under a mixture of a base prior and H component priors (one
+per item the decoder already holds), with bits-back over which component.
 
-    p(z) = (1/H) sum_j p(z | j)
+    p(z) = w p_base(z) + (1 - w)/H sum_j p(z | j)          (w = base weight, 0 <= w < 1)
+
+With H = 0 the base alone is used; with w = 0 there is no base (the pure associative mixture).
 
 push (encoder), for B rows z at once:
     candidates: the K held items whose anchor points are nearest to z (exact squared L2 in
-        float64, accumulated dimension by dimension; ties broken by the lower index)
-    pop  j ~ q(j | z), q proportional to exp(score(z, j)) over the K candidates (Categorical)
-    push z ~ p(z | j)                                       (the component's codec)
-    push j ~ Uniform(H)
-pop (decoder) is the exact inverse: pop j, pop z, recompute the candidates and q from z,
-push j's position among them.
+        float64, accumulated dimension by dimension; ties broken by the lower index), and the
+        base when w > 0
+    pop  c ~ q(c | z) over those options, q proportional to exp(log-weight + score)
+    push the base rows' z under p_base, then the other rows' z under p(z | j)
+    push j ~ Uniform(H) for the rows not on the base
+    push the flag "base or held" ~ Categorical(w, 1 - w) for every row (when w > 0 and H > 0)
+pop (decoder) is the exact inverse: pop the flags, the j's, the held rows' z, the base rows'
+z, then recompute the options and q from z and push each row's choice back.
 
-Net cost per row: -log2 p(z | j) + log2 H + log2 q(j | z); with q the exact posterior over all
-H items this is -log2 p(z), and a q restricted to the K nearest costs a little more.
+Net cost per row: -log2 p(z | c) - log2 p(c) + log2 q(c | z); with q the exact posterior over
+every option this is -log2 p(z), and a q restricted to the K nearest costs a little more.
 Guarantees: the candidate search and q use only elementwise float64 numpy operations on arrays
 of identical shape on both sides, so the encoder and decoder compute the same tables bit for
-bit given the same anchors and scores; `score` must be deterministic in the same sense.
+bit given the same anchors and scores; `score` and `base_score` must be deterministic in the
+same sense.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,7 +34,7 @@ from .core import Codec
 from .leaves import Categorical, Uniform
 from .stack import AnsStack, CodecError
 
-__all__ = ["AssociativePrior", "nearest"]
+__all__ = ["AssociativePrior", "PriorCosts", "nearest"]
 
 
 def nearest(points: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
@@ -53,57 +59,110 @@ def nearest(points: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
     return cols[starts[:, None] + np.arange(k)]
 
 
-class AssociativePrior(Codec):
-    """B latent rows under the uniform mixture over H held items (see the module docstring).
+@dataclass
+class PriorCosts:
+    """What the last `push` cost, per row, in bits (ideal lengths as constriction codes them)."""
+    z_bits: np.ndarray        # -log2 p(z | c): the latent under the chosen component or base
+    choice_bits: np.ndarray   # -log2 p(c): the flag and log2 H for rows on a held item
+    back_bits: np.ndarray     # -log2 q(c | z): returned by popping the choice
+    on_base: np.ndarray       # bool: rows coded under the base prior
 
-    anchors (H, D): where each item sits (its code) for the candidate search; component(j):
-    the codec of rows z given items j (B,); score(z, cand): (B, K) log-weights of candidates
-    cand (B, K) for rows z; k: candidates per row.
+
+class AssociativePrior(Codec):
+    """n latent rows under the associative mixture (see the module docstring).
+
+    anchors (H, D): where each held item sits (its code), for the candidate search (H may be
+    0: then the base codes every row);
+    component(j): the codec of rows z given items j (R,); score(z, cand): (R, K) log-densities
+    of rows z under the candidates cand (R, K), up to a constant shared with base_score;
+    k: candidates per row; n: rows per push/pop. base(r): the base prior's codec for r rows,
+    base_score(z): (R,) its log-density on the same scale; base_weight: w.
     """
 
     def __init__(self, anchors: np.ndarray, component: Callable[[np.ndarray], Codec],
-                 score: Callable[[np.ndarray, np.ndarray], np.ndarray], k: int,
-                 to_point: Callable[[np.ndarray], np.ndarray] = lambda z: z):
+                 score: Callable[[np.ndarray, np.ndarray], np.ndarray], k: int, n: int,
+                 to_point: Callable[[np.ndarray], np.ndarray] = lambda z: z,
+                 base: Callable[[int], Codec] | None = None,
+                 base_score: Callable[[np.ndarray], np.ndarray] | None = None,
+                 base_weight: float = 0.0):
         self.anchors, self.component, self.score = anchors, component, score
-        self.k, self.to_point = k, to_point
+        self.k, self.n, self.to_point = k, n, to_point
         self.h = len(anchors)
-        if self.h < 1:
-            raise CodecError("an associative prior needs at least one held item")
+        self.base, self.base_score = base, base_score
+        self.w = float(base_weight) if self.h else 1.0
+        if not 0.0 <= self.w <= 1.0 or (self.w > 0 and base is None) \
+                or (self.h and self.w == 1.0):
+            raise CodecError("an associative prior needs held items, a base, or both, "
+                             "with a base weight in [0, 1)")
+        self.flags = Categorical(np.tile([self.w, 1.0 - self.w], (n, 1))) \
+            if 0.0 < self.w < 1.0 else None
+        self.last: PriorCosts | None = None
 
-    def _posterior(self, z: np.ndarray) -> tuple[np.ndarray, Categorical | None]:
-        """Candidates (B, K) and q(j | z) over them (None when K = 1: no choice to code)."""
-        cand = nearest(self.to_point(z), self.anchors, self.k)
-        if cand.shape[1] == 1:
-            return cand, None
-        logits = self.score(z, cand)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        return cand, Categorical(np.exp(logits))
+    def _options(self, z: np.ndarray) -> tuple[np.ndarray, Categorical | None]:
+        """Options (R, K') per row — held items, with -1 first for the base when w > 0 — and
+        q(c | z) over them (None when there is only one option: no choice to code)."""
+        parts, logits = [], []
+        if self.w > 0:
+            parts.append(np.full((len(z), 1), -1, dtype=np.int64))
+            logits.append(np.log(self.w) + self.base_score(z)[:, None])
+        if self.h:
+            cand = nearest(self.to_point(z), self.anchors, self.k)
+            parts.append(cand)
+            logits.append(np.log((1.0 - self.w) / self.h) + self.score(z, cand))
+        options = np.concatenate(parts, axis=1)
+        if options.shape[1] == 1:
+            return options, None
+        a = np.concatenate(logits, axis=1)
+        return options, Categorical(np.exp(a - a.max(axis=1, keepdims=True)))
 
     def push(self, stack: AnsStack, z) -> None:
         z = np.asarray(z)
-        cand, q = self._posterior(z)
+        options, q = self._options(z)
         pos = q.pop(stack) if q is not None else np.zeros(len(z), dtype=np.int64)
-        j = cand[np.arange(len(z)), pos]
-        self.component(j).push(stack, z)
-        Uniform(np.full(len(z), self.h, dtype=np.int64)).push(stack, j)
-        self.last = (j, pos, q)
+        choice = options[np.arange(len(z)), pos]
+        on_base = choice < 0
+        z_bits = np.zeros(len(z))
+        if on_base.any():
+            codec = self.base(int(on_base.sum()))
+            codec.push(stack, z[on_base])
+            z_bits[on_base] = codec.info_bits(z[on_base]).sum(axis=-1)
+        held = ~on_base
+        choice_bits = np.zeros(len(z))
+        if held.any():
+            j = choice[held]
+            codec = self.component(j)
+            codec.push(stack, z[held])
+            z_bits[held] = codec.info_bits(z[held]).sum(axis=-1)
+            Uniform(np.full(j.size, self.h, dtype=np.int64)).push(stack, j)
+            choice_bits[held] = np.log2(self.h)
+        if self.flags is not None:
+            self.flags.push(stack, held.astype(np.int64))
+            choice_bits += self.flags.info_bits(held.astype(np.int64))
+        back = q.info_bits(pos) if q is not None else np.zeros(len(z))
+        self.last = PriorCosts(z_bits, choice_bits, back, on_base)
 
-    def pop_rows(self, stack: AnsStack, n: int) -> np.ndarray:
-        j = Uniform(np.full(n, self.h, dtype=np.int64)).pop(stack)
-        z = self.component(j).pop(stack)
-        cand, q = self._posterior(z)
-        hit = cand == j[:, None]
+    def pop(self, stack: AnsStack) -> np.ndarray:
+        n = self.n
+        held = self.flags.pop(stack).astype(bool) if self.flags is not None \
+            else np.full(n, self.w == 0.0)
+        z = np.zeros((n, self.anchors.shape[1]), dtype=np.int64)
+        if held.any():
+            j = Uniform(np.full(int(held.sum()), self.h, dtype=np.int64)).pop(stack)
+            z[held] = self.component(j).pop(stack)
+        if (~held).any():
+            z[~held] = self.base(int((~held).sum())).pop(stack)
+        options, q = self._options(z)
+        choice = np.full(n, -1, dtype=np.int64)
+        if held.any():
+            choice[held] = j
+        hit = options == choice[:, None]
         if not hit.any(axis=1).all():
             raise CodecError("a decoded component is not among its candidates (damaged data)")
         if q is not None:
             q.push(stack, hit.argmax(axis=1))
         return z
 
-    def pop(self, stack: AnsStack):
-        raise CodecError("AssociativePrior.pop needs the row count: use pop_rows(stack, n)")
-
     def info_bits(self, z) -> np.ndarray:
-        """Net bits per row of the last push: -log2 p(z | j) + log2 H - (-log2 q(j | z))."""
-        j, pos, q = self.last
-        returned = q.info_bits(pos) if q is not None else 0.0
-        return self.component(j).info_bits(z).sum(axis=-1) + np.log2(self.h) - returned
+        """Net bits per row of the last push: -log2 p(z | c) - log2 p(c) + log2 q(c | z)."""
+        c = self.last
+        return c.z_bits + c.choice_bits - c.back_bits

@@ -69,7 +69,8 @@ class BitsBack(Codec):
     """Bits-back coding of x with a latent z: prior p(z), likelihood p(x|z), posterior q(z|x).
 
     The net cost of `push` is -log p(x|z) - log p(z) + log q(z|x) bits: on average the KL plus
-    the reconstruction cost, once the stack holds enough bits to pop z from.
+    the reconstruction cost, once the stack holds enough bits to pop z from. After a push,
+    `last` is (z, likelihood codec, posterior codec), for measuring what each part cost.
     """
 
     def __init__(self, prior: Codec, likelihood: Callable[[Any], Codec],
@@ -77,9 +78,12 @@ class BitsBack(Codec):
         self.prior, self.likelihood, self.posterior = prior, likelihood, posterior
 
     def push(self, stack, x):
-        z = self.posterior(x).pop(stack)
-        self.likelihood(z).push(stack, x)
+        posterior = self.posterior(x)
+        z = posterior.pop(stack)
+        likelihood = self.likelihood(z)
+        likelihood.push(stack, x)
         self.prior.push(stack, z)
+        self.last = (z, likelihood, posterior)
 
     def pop(self, stack):
         z = self.prior.pop(stack)

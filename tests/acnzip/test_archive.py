@@ -17,11 +17,20 @@ from acnzip.atomic import (OutputExistsError, atomic_directory, check_output, wr
 def valid_header(n=3, **changes) -> dict:
     h = {"acnzip_version": "0.1.0", "n_images": n, "shape_chw": [1, 28, 28], "binary": True,
          "binary_value": 255, "mode": "L", "source": {"kind": "folder"}, "order": "keep",
-         "chain_lengths": [n], "seed_words": 40, "seed": 0,
+         "batch": 256, "neighbours": 16, "base_weight": 0.0625, "seed_words": 40, "seed": 0,
          "grid": {"width": 0.015625, "range": 24.0}, "threads": 1, "model_sha256": "ab" * 32,
          "model_name": "binarized-mnist.pt", "fingerprint": "cd" * 16,
          "versions": {"torch": "2.13.0+cpu", "numpy": "2.4.6"},
          "other_files": {"count": 0, "bytes": 0}}
+    h.update(changes)
+    return h
+
+
+def tour_header(n=3, **changes) -> dict:
+    """An --order tour header: chains along the tour instead of batches."""
+    h = valid_header(n, order="tour", chain_lengths=[n])
+    for key in ("batch", "neighbours", "base_weight"):
+        del h[key]
     h.update(changes)
     return h
 
@@ -43,7 +52,7 @@ def test_pack_unpack_roundtrip_and_sizes_add_up():
 def test_layout_is_as_documented():
     data = pack(ARCHIVE)
     assert data[:4] == b"\x89ACZ"
-    assert struct.unpack_from("<HH", data, 4) == (2, 0b10)
+    assert struct.unpack_from("<HH", data, 4) == (3, 0b10)
     lh, ln, lf, lm, lp = struct.unpack_from("<IIQQQ", data, 8)
     assert (ln, lf, lm, lp) == (len(NAMES), 0, 0, 20) and len(data) == 44 + lh + ln + lp + 4
     assert struct.unpack_from("<I", data, 40)[0] == zlib.crc32(data[:40])
@@ -51,7 +60,7 @@ def test_layout_is_as_documented():
 
 
 def test_version_1_containers_are_still_read():
-    header = zlib.compress(json.dumps(ARCHIVE.header).encode())
+    header = zlib.compress(json.dumps(valid_header(chain_lengths=[3])).encode())
     body = header + NAMES + ARCHIVE.payload
     fixed = struct.pack("<4sHHIIQQ", b"\x89ACZ", 1, 0b10, len(header), len(NAMES), 0, 20)
     data = fixed + struct.pack("<I", zlib.crc32(fixed)) + body + struct.pack("<I", zlib.crc32(body))
@@ -82,8 +91,8 @@ def _refix(data: bytearray) -> bytes:
 
 def test_unknown_version_and_reserved_flags_are_rejected():
     d = bytearray(pack(ARCHIVE))
-    struct.pack_into("<H", d, 4, 3)
-    with pytest.raises(ArchiveError, match="version 3 is not supported"):
+    struct.pack_into("<H", d, 4, 4)
+    with pytest.raises(ArchiveError, match="version 4 is not supported"):
         unpack(_refix(d))
     d = bytearray(pack(ARCHIVE))
     struct.pack_into("<H", d, 6, 0b110)
@@ -91,12 +100,13 @@ def test_unknown_version_and_reserved_flags_are_rejected():
         unpack(_refix(d))
 
 
-def _with_header(header=None, raw: bytes | None = None, names=NAMES, files=b"") -> bytes:
+def _with_header(header=None, raw: bytes | None = None, names=NAMES, files=b"",
+                 version: int = 3, flags: int = 0b10) -> bytes:
     """A well-formed container (lengths and CRCs right) with this header."""
     raw = raw if raw is not None else zlib.compress(json.dumps(header).encode())
     payload = ARCHIVE.payload
     body = raw + names + files + payload
-    fixed = struct.pack("<4sHHIIQQQ", b"\x89ACZ", 2, 0b10, len(raw), len(names), len(files),
+    fixed = struct.pack("<4sHHIIQQQ", b"\x89ACZ", version, flags, len(raw), len(names), len(files),
                         0, len(payload))
     return (fixed + struct.pack("<I", zlib.crc32(fixed)) + body
             + struct.pack("<I", zlib.crc32(body)))
@@ -130,9 +140,10 @@ BAD_FIELDS = [
     ("source", {"kind": "npy", "file": "x.npy", "key": None, "ndim": 5}, "source.ndim"),
     ("source", {"kind": "tar"}, "source"), ("source", [], "source"),
     ("order", "set", "order and flags"), ("order", ["keep"], "order"),
-    ("chain_lengths", [2, 2], "chain lengths"), ("chain_lengths", [1, 2], "chain lengths"),
-    ("chain_lengths", [3.0], "chain lengths"), ("chain_lengths", [1] * 3 + [0], "chain lengths"),
-    ("chain_lengths", "3", "chain lengths"),
+    ("batch", 0, "batch"), ("batch", 10 ** 6, "batch"), ("batch", True, "batch"),
+    ("neighbours", 0, "neighbours"), ("neighbours", 1.5, "neighbours"),
+    ("base_weight", 1.0, "base_weight"), ("base_weight", -0.1, "base_weight"),
+    ("base_weight", "0.5", "base_weight"), ("base_weight", None, "base_weight"),
     ("seed_words", 10 ** 9, "seed_words"), ("seed_words", -1, "seed_words"),
     ("seed", -1, "seed"), ("threads", 0, "threads"), ("threads", 10 ** 6, "threads"),
     ("grid", {"width": 0, "range": 8}, "grid"), ("grid", {"width": 1e-9, "range": 8}, "grid"),
@@ -156,6 +167,17 @@ def test_every_header_field_is_checked(key, value, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("lengths", [[2, 2], [1, 2], [3.0], [1] * 3 + [0], "3", None])
+def test_tour_chain_lengths_are_checked(lengths):
+    """--order tour (and version-2 keep) headers carry chain lengths instead of batches."""
+    unpack(_with_header(tour_header(), names=b"", flags=0))            # the valid one
+    with pytest.raises(ArchiveError, match="chain lengths"):
+        unpack(_with_header(tour_header(chain_lengths=lengths), names=b"", flags=0))
+    with pytest.raises(ArchiveError, match="chain lengths"):                # v2 keep: chains
+        unpack(_with_header(valid_header(chain_lengths=lengths), version=2))
+    unpack(_with_header(valid_header(chain_lengths=[3]), version=2))
+
+
 def test_missing_fields_and_memory_budget_are_refused():
     for key in valid_header():
         h = valid_header()
@@ -164,7 +186,7 @@ def test_missing_fields_and_memory_budget_are_refused():
             continue
         with pytest.raises(ArchiveError, match="archive header"):
             unpack(_with_header(h))
-    h = valid_header(n=10 ** 6, shape_chw=[4, 4096, 4096], chain_lengths=[10 ** 6])
+    h = valid_header(n=10 ** 6, shape_chw=[4, 4096, 4096])
     with pytest.raises(ArchiveError, match="memory budget"):
         unpack(_with_header(h))
 

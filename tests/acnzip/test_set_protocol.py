@@ -1,13 +1,15 @@
-"""--order set: multiset bits-back with the associative prior. Lossless for any multiset
-(duplicates, one image, two, blank images), Alice's tables equal Bob's, and the archive costs
-its coded bound. Generated data and an untrained tiny model: runs on any clone."""
+"""--order set and keep: batches coded with bits-back and the associative prior. Lossless for
+any data (duplicates, one image, two, blank images), every table Bob builds equals Alice's, and
+the archive costs its coded bound. Generated data and an untrained tiny model: runs on any
+clone."""
 import numpy as np
 import pytest
 import torch
 
 from acnzip import api
+from acnzip.archive import read_archive
 from acnzip.modelfile import load_model
-from acnzip.protocol import SetTables, decode_set, encode_set, set_batches
+from acnzip.protocol import AssociativeDataset, SetTables, set_batches
 from codec import AnsStack, BinGrid
 
 from .test_safety import digits
@@ -25,17 +27,21 @@ def test_set_batches_cover_the_images(n):
     assert sizes[0] == 1 and sizes[-1] == 1
 
 
+@pytest.mark.parametrize("order", ["set", "keep"])
 @pytest.mark.parametrize("images", [
     digits(1), digits(2), np.zeros((5, 28, 28), np.uint8),
     np.concatenate([digits(20), digits(4), np.zeros((3, 28, 28), np.uint8)]),  # duplicates
 ], ids=["one", "two", "all-blank", "duplicates"])
-def test_set_round_trips_any_multiset(tmp_path, binary_model, images):
+def test_round_trips_any_images(tmp_path, binary_model, images, order):
     np.save(tmp_path / "d.npy", images)
-    r = api.compress(tmp_path / "d.npy", tmp_path / "s.acn", model=binary_model, order="set",
+    r = api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=binary_model, order=order,
                      quiet=True)
-    api.decompress(tmp_path / "s.acn", tmp_path / "out", model=binary_model, quiet=True)
+    api.decompress(tmp_path / "a.acn", tmp_path / "out", model=binary_model, quiet=True)
     back = np.load(tmp_path / "out" / "d.npy")
-    assert _same_multiset(back, images)
+    if order == "keep":
+        assert np.array_equal(back, images)
+    else:
+        assert _same_multiset(back, images)
     # The payload is the coded bound plus the initial bits, within the coder's rounding.
     bound_bits = r["bound_bits_total"]
     assert abs(8 * r["payload_bytes"] - bound_bits - r["initial_bits_total"]) <= \
@@ -46,48 +52,110 @@ def test_set_saves_the_order_and_reports_its_parts(tmp_path, binary_model):
     images = digits(48, seed=5)
     np.save(tmp_path / "d.npy", images)
     r = {o: api.compress(tmp_path / "d.npy", tmp_path / f"{o}.acn", model=binary_model,
-                         order=o, quiet=True) for o in ("set", "tour")}
-    s = r["set"]
+                         order=o, quiet=True) for o in ("set", "keep", "tour")}
+    s, k = r["set"], r["keep"]
     log2_fact = sum(np.log2(np.arange(1, 49)))
     assert s["choice_back_nats_per_image"] * 48 / np.log(2) == pytest.approx(log2_fact)
-    assert s["j_nats_per_image"] > 0 and s["order_bits_total"] == 0
-    assert s["chains"] == 0 and r["tour"]["chains"] >= 1
-    from acnzip.archive import read_archive
-    h = read_archive(tmp_path / "set.acn").header
-    assert h["order"] == "set" and "chain_lengths" not in h and h["batch"] >= 1
+    assert k["choice_back_nats_per_image"] == 0
+    for rep in (s, k):
+        assert rep["j_nats_per_image"] > 0 and rep["chains"] == 0
+        latent = (rep["kl_nats_per_image"] + rep["j_nats_per_image"]
+                  - rep["j_back_nats_per_image"] - rep["choice_back_nats_per_image"])
+        assert latent == pytest.approx(rep["latent_nats_per_image"])
+        assert latent + rep["recon_nats_per_image"] == pytest.approx(rep["bound_nats_per_image"])
+    assert r["tour"]["chains"] >= 1
+    for order in ("set", "keep"):
+        h = read_archive(tmp_path / f"{order}.acn").header
+        assert h["order"] == order and "chain_lengths" not in h and h["batch"] >= 1
+        assert h["base_weight"] == api.BASE_WEIGHT
 
 
-def test_alice_and_bob_compute_identical_tables(binary_model):
-    """Every table of every codec of a step is computed from per-image network outputs, so
-    Bob's (images decoded in his batches) equal Alice's (all images at once), bit for bit."""
+class RecordingStack(AnsStack):
+    """An ANS stack that records every operation: (push or pop, model type, parameter bytes,
+    symbol bytes)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = []
+
+    def _note(self, op, symbols, model, params):
+        self.log.append((op, type(model).__name__,
+                         tuple(np.ascontiguousarray(p).tobytes() for p in params),
+                         np.asarray(symbols, dtype=np.int64).ravel().tobytes()))
+
+    def push(self, symbols, model, *params):
+        self._note("push", symbols, model, params)
+        super().push(symbols, model, *params)
+
+    def pop(self, model, *params, count=None):
+        out = super().pop(model, *params, count=count)
+        self._note("pop", out, model, params)
+        return out
+
+
+@pytest.mark.parametrize("order, base_weight", [("set", 0.0), ("set", 0.25), ("keep", 0.5)])
+def test_alice_and_bob_code_every_symbol_with_identical_tables(binary_model, order, base_weight):
+    """Every stack operation of Bob's run is the inverse of one of Alice's, in reverse order,
+    with bit-identical model parameters and symbols: the multiset choices, the component
+    choices, q(c | z), the priors, the posteriors and every pixel."""
     mf = load_model(binary_model)
     coder = api._coder(mf, BinGrid(), 1)
-    images = digits(30, seed=2)[:, None]
-    stack = AnsStack.with_initial_bits(64, seed=0)
-    encode_set(coder, images, stack, batch=8, k=4)
-    tables_seen = []
-    original_add = SetTables.add
+    images = np.concatenate([digits(28, seed=2), digits(2, seed=2)])[:, None]  # 2 duplicates
+    alice = RecordingStack.with_initial_bits(64, seed=0)
+    alice.log.clear()
+    AssociativeDataset(coder, 30, order == "set", 16, 4, base_weight).push(alice, images)
+    bob = RecordingStack.from_bytes(alice.to_bytes(), never_empty=True)
+    back = AssociativeDataset(coder, 30, order == "set", 16, 4, base_weight).pop(bob)
+    flip = {"push": "pop", "pop": "push"}
+    inverse = [(flip[op], *rest) for op, *rest in reversed(alice.log)]
+    assert len(bob.log) == len(inverse) > 28 * 28 * len(set_batches(30, 16))
+    for i, (a, b) in enumerate(zip(inverse, bob.log)):
+        assert a == b, f"operation {i} differs"
+    assert np.array_equal(bob.words(), AnsStack.with_initial_bits(64, seed=0).words())
+    assert np.array_equal(back, images) if order == "keep" else _same_multiset(back, images)
 
-    def recording_add(self, x):
-        rows = original_add(self, x)
-        tables_seen.append(self)
-        return rows
 
-    SetTables.add = recording_add
-    try:
-        back = decode_set(coder, 30, AnsStack.from_bytes(stack.to_bytes(), never_empty=True),
-                          batch=8, k=4)
-    finally:
-        SetTables.add = original_add
-    bob = tables_seen[-1]
+def test_per_image_tables_do_not_depend_on_the_batch(binary_model):
+    """Codes and prior parameters computed for images in Bob's batches equal Alice's, computed
+    for all images at once, bit for bit."""
+    mf = load_model(binary_model)
+    coder = api._coder(mf, BinGrid(), 1)
+    images = torch.from_numpy(digits(30, seed=2)[:, None])
     alice = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
-    alice.add(torch.from_numpy(images))
-    order = {bytes(img): i for i, img in enumerate(images.reshape(30, -1))}
-    rows = np.array([order[bytes(img)] for img in back.reshape(30, -1)])
+    alice.add(images)
+    bob = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
+    for size in set_batches(30, 8):
+        bob.add(images[bob.size:bob.size + size])
     for name in ("codes", "w", "mu", "sc"):
-        assert np.array_equal(getattr(bob, name)[:30], getattr(alice, name)[rows]), name
-    held = np.arange(30)
-    z = coder.grid.index(alice.codes[rows].astype(np.float64))
-    assert np.array_equal(bob.mixture(held).probs, alice.mixture(rows).probs)
-    cand = np.tile(np.arange(5), (30, 1))
-    assert np.array_equal(bob.score(z, cand), alice.score(z, rows[cand]))
+        assert np.array_equal(getattr(bob, name), getattr(alice, name)), name
+
+
+ODD = ["a b", "é-日本", "#1", "%20", "-dash", "..dots", "x.y.z", "UPPER", "upper", "l" * 120,
+       "tab\tin", "quote'\"", "semi;colon", "(paren)", "[br]"]
+
+
+def test_keep_restores_300_pngs_in_nested_folders_with_odd_names(tmp_path, binary_model):
+    """keep mode on a folder tree of 300 PNG files with odd names: every file comes back
+    with its name and pixels, and the payload is within 1% of the coded bound."""
+    from PIL import Image
+    src = tmp_path / "src"
+    images = digits(300, seed=9)
+    paths = []
+    for i, img in enumerate(images):
+        sub = src / ODD[i % 7] / ODD[(i // 7) % 15] / f"d{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"{ODD[i % 15]} {i}.png"
+        Image.fromarray(img * 255).convert("1").save(path)
+        paths.append(path)
+    r = api.compress(src, tmp_path / "k.acn", model=binary_model, order="keep", quiet=True)
+    assert r["n_images"] == 300 and r["n_other_files"] == 0
+    bound_bits = r["bound_bits_total"]
+    assert abs(8 * r["payload_bytes"] - bound_bits - r["initial_bits_total"]) <= 0.01 * bound_bits
+    api.decompress(tmp_path / "k.acn", tmp_path / "out", model=binary_model, quiet=True)
+    restored = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*")
+                      if p.is_file())
+    assert restored == sorted(p.relative_to(src) for p in paths)
+    for path in paths:
+        back = Image.open(tmp_path / "out" / path.relative_to(src))
+        assert back.mode == "1"
+        assert np.array_equal(np.asarray(back), np.asarray(Image.open(path)))

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from codec import AnsStack, AssociativePrior, CodecError, DiscretisedMixture, Multiset, nearest
+from codec import (AnsStack, AssociativePrior, CodecError, DiscretisedDiagonalMixture,
+                   DiscretisedMixture, Multiset, nearest)
 from codec.grid import DEFAULT_GRID
 
 
@@ -48,33 +49,70 @@ def test_nearest_is_exact_with_ties_broken_by_index():
     assert np.array_equal(nearest(points, anchors[:3], 7), np.argsort(d2[:, :3], 1, kind="stable"))
 
 
-def _prior(rng, h, d=3, k=4):
+def _prior(rng, h, d=3, k=4, n=25, base_weight=0.0):
     means = rng.normal(0, 2, (h, d))
     mix = lambda j: DiscretisedMixture(np.ones((len(j), d, 1)), means[j][..., None],
                                        np.ones((len(j), d, 1)))
     score = lambda z, cand: -0.5 * ((DEFAULT_GRID.value(z)[:, None] - means[cand]) ** 2).sum(-1)
-    return means, AssociativePrior(means, mix, score, k, to_point=DEFAULT_GRID.value)
+    base_mu, base_sc = np.zeros((1, d)), np.full((1, d), 3.0)
+    base = lambda r: DiscretisedDiagonalMixture(np.ones(1), base_mu, base_sc, r)
+    base_score = lambda z: (-np.log(3.0) * d - 0.5 * ((DEFAULT_GRID.value(z) / 3.0) ** 2).sum(-1))
+    return means, AssociativePrior(means, mix, score, k, n, to_point=DEFAULT_GRID.value,
+                                   base=base, base_score=base_score, base_weight=base_weight)
 
 
-def test_associative_prior_round_trips_restores_the_stack_and_counts_bits():
+@pytest.mark.parametrize("h, base_weight", [(40, 0.0), (40, 0.25), (0, 0.0), (1, 0.5)],
+                         ids=["associative", "with-base", "base-only", "one-held"])
+def test_associative_prior_round_trips_restores_the_stack_and_counts_bits(h, base_weight):
     rng = np.random.default_rng(3)
-    means, prior = _prior(rng, 40)
-    z = DEFAULT_GRID.index(means[rng.integers(0, 40, 25)] + rng.normal(0, 1, (25, 3)))
+    means, prior = _prior(rng, h, base_weight=base_weight)
+    centres = means[rng.integers(0, h, 25)] if h else np.zeros((25, 3))
+    z = DEFAULT_GRID.index(centres + rng.normal(0, 2, (25, 3)))
     stack = AnsStack.with_initial_bits(200, seed=2)
     start_bits = stack.num_bits
     start = stack.words().copy()
     prior.push(stack, z)
     claimed = float(prior.info_bits(z).sum())
-    assert abs((stack.num_bits - start_bits) - claimed) < 64 + 1e-3 * claimed
-    _, bob = _prior(np.random.default_rng(3), 40)
-    assert np.array_equal(bob.pop_rows(stack, 25), z)
+    assert abs((stack.num_bits - start_bits) - claimed) < 64 + 1e-3 * abs(claimed)
+    c = prior.last
+    if 0 < base_weight:                         # both kinds of rows occur, each costed
+        assert c.on_base.any() and (~c.on_base).any()
+        assert np.allclose(c.choice_bits[~c.on_base], np.log2(h) - np.log2(1 - base_weight),
+                           atol=1e-4)
+    if h == 0:
+        assert c.on_base.all() and not c.choice_bits.any() and not c.back_bits.any()
+    _, bob = _prior(np.random.default_rng(3), h, base_weight=base_weight)
+    assert np.array_equal(bob.pop(stack), z)
     assert np.array_equal(stack.words(), start)
+
+
+def test_the_exact_posterior_makes_the_mixture_cost_its_marginal():
+    """With every held item a candidate and q the exact posterior, the net cost of a row is
+    -log2 of the mixture's mass at z (up to the coder's quantisation)."""
+    rng = np.random.default_rng(7)
+    h, d = 6, 2
+    means, _ = _prior(rng, h, d=d)
+    mix = lambda j: DiscretisedMixture(np.ones((len(j), d, 1)), means[j][..., None],
+                                       np.ones((len(j), d, 1)))
+    masses = mix(np.arange(h)).probs                                  # (H, D, bins)
+    log_mass = lambda z, cand: np.log(np.take_along_axis(
+        masses[cand], (z + DEFAULT_GRID.half_bins)[:, None, :, None], -1)[..., 0]).sum(-1)
+    prior = AssociativePrior(means, mix, log_mass, h, 10, to_point=DEFAULT_GRID.value)
+    z = DEFAULT_GRID.index(means[rng.integers(0, h, 10)] + rng.normal(0, 1, (10, d)))
+    prior.push(AnsStack.with_initial_bits(100, seed=1), z)
+    marginal = np.exp(log_mass(z, np.tile(np.arange(h), (10, 1)))).mean(axis=1)
+    assert np.allclose(prior.info_bits(z), -np.log2(marginal), atol=0.01)
 
 
 def test_a_component_outside_the_candidates_is_damage():
     rng = np.random.default_rng(4)
-    means, prior = _prior(rng, 40, k=1)
+    means, prior = _prior(rng, 40, k=1, n=5)
     stack = AnsStack.with_initial_bits(50, seed=5)
     with pytest.raises(CodecError):
         for _ in range(20):                          # random words: j lands far from z
-            prior.pop_rows(stack, 5)
+            prior.pop(stack)
+
+
+def test_an_associative_prior_needs_something_to_mix():
+    with pytest.raises(CodecError, match="held items, a base, or both"):
+        AssociativePrior(np.zeros((0, 2)), None, None, 4, 3)
