@@ -9,7 +9,16 @@ the net bits-back cost of coding that z. Reconstruction is -log r(x|z) at that s
 - kl_tour: along the greedy nearest-unvisited-neighbour tour, each image conditioned on its
   predecessor's code, the tour's first image under the unconditional p(z);
 - kl_uncond: under the unconditional p(z) (the GMM fitted after training);
-- ordered = kl_tour + recon (what compress --order set approaches), unordered = kl_uncond + recon.
+- ordered = kl_tour + recon (what compress --order tour approaches), unordered = kl_uncond + recon.
+
+Beside the paper's rows, the associative figures of acnzip's own protocol (protocol.py), each
+the latent's net cost with an exact posterior over the base and the K = 16 held codes nearest z:
+-log(w p(z) + (1 - w)/H sum_{j in K nearest held} p(z | c_j)) + log q(z | x), with the held
+images those of the batches before (protocol.set_batches, B = 256), w = 1/16:
+- kl_keep: the images in their given order (compress --order keep);
+- kl_set: in a seeded random order, less the bits the multiset choices return, ln(N! / prod
+  m!) / N for multiplicities m (compress --order set);
+- keep = kl_keep + recon, set = kl_set + recon.
 """
 from __future__ import annotations
 
@@ -19,19 +28,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from codec.associative import nearest
 from .codestore import CodeStore
 from .data import load_dataset
 from .gmm import DiagonalGMM
 from .modelfile import load_model
 from .nn import ACN
+from .nn.prior import mixture_log_prob
+from .protocol import BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, set_batches
 from .tour import greedy_tour
 
 __all__ = ["table2", "evaluate_model", "conditional_kl", "unconditional_kl", "tour_kl",
-           "TABLE2_ROWS"]
+           "associative_kl", "TABLE2_ROWS"]
 
 LN2 = math.log(2)
 TABLE2_ROWS = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
-               "unordered")
+               "unordered", "kl_keep", "kl_set", "keep", "set")
 
 
 def _log_q(eps: torch.Tensor) -> np.ndarray:
@@ -44,7 +56,6 @@ def _log_q(eps: torch.Tensor) -> np.ndarray:
 def conditional_kl(model: ACN, codes: torch.Tensor, cond: torch.Tensor, eps: torch.Tensor,
                    batch: int = 1024) -> np.ndarray:
     """KL estimate (N,) in nats of q(z|x_i) = N(codes_i, I) against p(z | cond_i)."""
-    from .nn.prior import mixture_log_prob
     out = []
     for i in range(0, len(codes), batch):
         z = codes[i:i + batch] + eps[i:i + batch]
@@ -69,6 +80,43 @@ def tour_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor
     kl[tour[:1]] = unconditional_kl(gmm, codes[first], eps[first])
     kl[tour[1:]] = conditional_kl(model, codes[t[1:]], codes[t[:-1]], eps[t[1:]])
     return kl
+
+
+@torch.no_grad()
+def associative_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor,
+                   order: np.ndarray, batch: int = SET_BATCH, k: int = SET_NEIGHBOURS,
+                   base_weight: float = BASE_WEIGHT) -> np.ndarray:
+    """KL estimate (N,) in nats (image order) of each latent under the associative prior over
+    the images of earlier batches when the images are decoded in `order` (module docstring);
+    the first batch under the GMM alone."""
+    z = codes + eps                                                     # (N, D)
+    prior = model.prior(codes)
+    log_q = _log_q(eps)
+    log_base = gmm.log_prob(z.double().numpy())
+    kl = np.empty(len(codes))
+    start = 0
+    for size in set_batches(len(codes), batch):
+        rows, held = order[start:start + size], order[:start]
+        if start == 0:
+            kl[rows] = log_q[rows] - log_base[rows]
+        else:
+            cand = held[nearest(z[rows].double().numpy(), codes[held].double().numpy(), k)]
+            kk = cand.shape[1]
+            pick = lambda a: a[torch.from_numpy(cand.ravel())]
+            params = type(prior)(pick(prior.logits), pick(prior.means), pick(prior.scales))
+            zr = z[rows].repeat_interleave(kk, dim=0)
+            log_p = mixture_log_prob(zr, params).double().numpy().reshape(size, kk)
+            held_part = np.log((1 - base_weight) / start) + np.logaddexp.reduce(log_p, axis=1)
+            mix = np.logaddexp(np.log(base_weight) + log_base[rows], held_part)
+            kl[rows] = log_q[rows] - mix
+        start += size
+    return kl
+
+
+def _log_multinomial(pixels: np.ndarray) -> float:
+    """ln(N! / prod m!) for the multiplicities m of equal images: what a set's order is worth."""
+    _, counts = np.unique(pixels.reshape(len(pixels), -1), axis=0, return_counts=True)
+    return math.lgamma(len(pixels) + 1) - sum(math.lgamma(m + 1) for m in counts)
 
 
 @torch.no_grad()
@@ -106,6 +154,12 @@ def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int =
     out["recon"] = float(recon.mean())
     out["ordered"] = out["kl_tour"] + out["recon"]
     out["unordered"] = out["kl_uncond"] + out["recon"]
+    out["kl_keep"] = float(associative_kl(model, gmm, codes, eps, own).mean())
+    shuffled = np.random.default_rng(seed).permutation(n)
+    out["kl_set"] = float(associative_kl(model, gmm, codes, eps, shuffled).mean()
+                          - _log_multinomial(pixels) / n)
+    out["keep"] = out["kl_keep"] + out["recon"]
+    out["set"] = out["kl_set"] + out["recon"]
     dims = int(np.prod(pixels.shape[1:]))
     out["bits_per_dim_ordered"] = out["ordered"] / (LN2 * dims)
     out["bits_per_dim_unordered"] = out["unordered"] / (LN2 * dims)

@@ -106,8 +106,12 @@ def _table2_md(res: dict) -> list[str]:
     b, dims = res["bound"], res["dims_per_image"]
     if not b.get("available"):
         return [f"Table 2: not computed — {b.get('reason')}", ""]
-    keys = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered", "unordered")
+    keys = [k for k in ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
+                        "unordered", "kl_keep", "kl_set", "keep", "set") if k in b]
     return ["## Table 2 on this set (nats per image; bits/dim)", "",
+            "The paper's rows, then acnzip's associative figures (`acnzip eval`; "
+            "acnzip/evaluate.py): kl_keep and kl_set are the latents' expected net cost under "
+            "the associative prior of --order keep and set (set net of the order's return).", "",
             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
             "| " + " | ".join(f"{b[k]:.2f}" for k in keys) + " |",
             "| " + " | ".join(f"{b[k] / (LN2 * dims):.4f}" for k in keys) + " |", ""]
