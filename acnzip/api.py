@@ -9,29 +9,25 @@ atomically.
 from __future__ import annotations
 
 import hashlib
-import io
-import platform
-import zipfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import importlib.metadata
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from codec import AnsStack, BinGrid, CodecError, StackUnderflowError
+from codec import AnsStack, BinGrid, CodecError
 from . import __version__
-from .archive import (Archive, ArchiveError, associative, check_header, check_paths, fixed_bytes, pack_files,
-                      pack_names, read_archive, section_sizes, unpack_files, unpack_names,
-                      write_archive)
+from .archive import (Archive, ArchiveError, associative, check_header, check_paths,
+                      fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
+                      unpack_files, unpack_names, write_archive)
 from .atomic import check_folder_output, check_output, write_folder
-from .data import load_dataset, png_name
+from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
-from .modelfile import ModelFile, load_model
+from .modelfile import MODELS, ModelFile, check_fits, default_model_path, load_model
 from .order import PermutationCodec
+from .runtime import LN2, machine, torch_session
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
                        SetCosts, SetTables, chain_lengths, decode_dataset, default_chains,
                        encode_dataset, encode_from_initial_bits, fingerprint, fingerprint_set,
@@ -41,52 +37,17 @@ from .tour import greedy_tour
 
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
 
-MODELS = Path(__file__).resolve().parent / "models"
 ORDERS = ("keep", "set", "tour")
-DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
-LN2 = float(np.log(2))
 
 
 class CompressError(AcnzipError):
     """A one-line reason why compress/decompress cannot proceed (nothing has been written)."""
 
 
-SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-like digits
-           ((1, 28, 28), False): "mnist.pt"}               # 8-bit grey MNIST-like digits
-
-
-def default_model_path(shape_chw: tuple, binary: bool) -> Path:
-    """The shipped model for this kind of image, else a clear error."""
-    name = SHIPPED.get((tuple(shape_chw), bool(binary)))
-    if name and (MODELS / name).exists():
-        return MODELS / name
-    kind = "binary" if binary else "8-bit"
-    raise CompressError(f"no shipped model fits {kind} {shape_chw[1]}x{shape_chw[2]}x"
-                        f"{shape_chw[0]} images: train one with `acnzip train DATA -o MODEL.pt` "
-                        "and pass --model MODEL.pt")
-
-
 def _coder(mf: ModelFile, grid: BinGrid, threads: int) -> Coder:
-    torch.set_num_threads(threads)
+    torch_session(threads)
     g = mf.gmm
-    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, threads)
-
-
-def _check_fits(mf: ModelFile, ds_shape_chw, binary: bool, what: str) -> None:
-    cfg = mf.config
-    if (cfg.channels, cfg.height, cfg.width) != tuple(ds_shape_chw) or cfg.binary != binary:
-        raise CompressError(
-            f"{what} is for {'binary' if cfg.binary else '8-bit'} {cfg.height}x{cfg.width}x"
-            f"{cfg.channels} images, the data are {'binary' if binary else '8-bit'} "
-            f"{ds_shape_chw[1]}x{ds_shape_chw[2]}x{ds_shape_chw[0]}")
-
-
-@torch.no_grad()
-def dataset_codes(coder: Coder, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Encoder means (N, D) float32, for the tour (any batching is fine: only order depends on
-    them; the codes that condition priors are recomputed in the chains' batches)."""
-    return np.concatenate([coder.codes(torch.from_numpy(pixels[i:i + batch])).numpy()
-                           for i in range(0, len(pixels), batch)])
+    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid)
 
 
 def grid_for(codes: np.ndarray, width: float = BinGrid.width, margin: float = 8.0) -> BinGrid:
@@ -188,11 +149,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     except OSError as exc:
         raise CompressError(f"cannot read the model {model_path}: {exc.strerror}") from None
     mf = load_model(model_blob)
-    _check_fits(mf, shape, ds.binary, f"model {model_path.name}")
+    check_fits(mf, shape, ds.binary, f"model {model_path.name}")
     coder = _coder(mf, BinGrid(), threads)
     n = len(pixels)
     if order == "tour":
-        codes = dataset_codes(coder, pixels)
+        codes = mf.model.codes(pixels)        # batched: only the tour's order depends on them
         coder = _coder(mf, grid_for(codes), threads)
         tour = greedy_tour(codes)
         layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
@@ -272,9 +233,8 @@ def _encode_chains(coder: Coder, pixels, tour, layout: Layout, quiet: bool):
 
 
 def _versions() -> dict:
-    return {"torch": torch.__version__, "numpy": np.__version__,
-            "constriction": importlib.metadata.version("constriction"),
-            "python": platform.python_version(), "machine": platform.machine()}
+    m = machine()
+    return {k: m[k] for k in ("torch", "numpy", "constriction", "python", "machine")}
 
 
 def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray) -> float:
@@ -329,7 +289,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     outputs = _output_paths(h, names, others)
     check_folder_output(outdir, force, outputs)
     mf, what = _load_for_archive(archive, model)
-    _check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
+    check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     coder = _coder(mf, grid, threads or h["threads"])
     n = h["n_images"]
@@ -368,19 +328,11 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     if not np.array_equal(stack.words(), AnsStack.with_initial_bits(h["seed_words"], h["seed"]).words()):
         raise CompressError("archive decoded inconsistently (the initial bits did not come "
                             "back): it is damaged or was made by a different computation")
-    written = write_folder(outdir, _writers(restored, names, others, h), force)
+    written = write_folder(outdir, restore_writers(restored, names, others, h), force)
     return {"n_images": n, "n_other_files": len(others) if h["source"]["kind"] == "folder" else 0,
             "files_written": len(written), "decode_seconds": time.perf_counter() - t0,
             "outdir": str(outdir),
             "restored_bytes": sum((outdir / r).stat().st_size for r in written)}
-
-
-def _image_names(h: dict, names: list[str] | None) -> list[str]:
-    """Relative paths of the restored images of a folder archive."""
-    n = h["n_images"]
-    if names is not None:
-        return [png_name(x) for x in names]
-    return [f"{i:0{len(str(n - 1))}d}.png" for i in range(n)]
 
 
 def _output_paths(h: dict, names: list[str] | None, others: list) -> list[str]:
@@ -388,51 +340,9 @@ def _output_paths(h: dict, names: list[str] | None, others: list) -> list[str]:
     distinct, no file where another needs a folder)."""
     if h["source"]["kind"] != "folder":
         return [h["source"]["file"]]
-    paths = _image_names(h, names) + [p for p, _ in others]
+    paths = image_names(h, names) + [p for p, _ in others]
     check_paths(paths, "archive")
     return paths
-
-
-def _writers(pixels: np.ndarray, names, others, h: dict):
-    """(relative path, writer) for every output: pixels (N, C, H, W) as the model saw them."""
-    images = pixels.transpose(0, 2, 3, 1)
-    if h["binary"]:
-        images = images * np.uint8(h["binary_value"])
-    src = h["source"]
-    if src["kind"] != "folder":
-        arr = images[..., 0] if src["ndim"] == 3 else images
-        yield src["file"], lambda path: _save_array(path, arr, src, others)
-        return
-    for rel, img in zip(_image_names(h, names), images):
-        yield rel, (lambda path, img=img: _save_png(path, img, h["mode"]))
-    for rel, content in others:
-        yield rel, (lambda path, content=content: path.write_bytes(content))
-
-
-def _save_array(path: Path, arr: np.ndarray, src: dict, others: list) -> None:
-    """The array file: .npy, or a .npz holding the array under its key beside the other
-    members kept byte for byte (written with zipfile: any key, even 'file' or
-    'allow_pickle', which numpy's savez would take as its own arguments)."""
-    if src["kind"] == "npy":
-        with open(path, "wb") as f:
-            np.save(f, arr)
-        return
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(src["key"] + ".npy", buf.getvalue())
-        for member, content in others:
-            zf.writestr(member, content)
-
-
-def _save_png(path: Path, img: np.ndarray, mode: str) -> None:
-    """img (H, W, C) uint8 -> a PNG in the original Pillow mode."""
-    if mode == "1":
-        Image.fromarray(img[..., 0] > 0).save(path, format="PNG")
-    elif img.shape[2] == 1:
-        Image.fromarray(img[..., 0], mode="L").save(path, format="PNG")
-    else:
-        Image.fromarray(img, mode=mode).save(path, format="PNG")
 
 
 def archive_info(archive_path: str | Path) -> dict:

@@ -74,9 +74,8 @@ def main():
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+    from .runtime import torch_session          # torch loads here, not for --help
+    torch_session(threads)
 
 
 def _explicit(ctx: click.Context, name: str) -> bool:
@@ -443,7 +442,7 @@ def explore(data, output, model, labels, train_data, train_labels, rows, seed, t
     """Figures of what the codes capture: reconstructions, samples, daydreams, neighbours,
     a PCA scatter, and a linear probe of the codes against pixels (ACN paper, section 4).
     """
-    from .api import default_model_path
+    from .modelfile import default_model_path
     from .data import load_dataset
     from .explore import explore as run
     _set_threads(threads)

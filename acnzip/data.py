@@ -1,4 +1,5 @@
-"""Loading DATA: a folder of images or a .npy/.npz array, as uint8 (N, H, W, C) plus names.
+"""Datasets in and out: loading DATA (a folder of images or a .npy/.npz array, as uint8
+(N, H, W, C) plus names) and writing a decoded one back as the files it came from.
 
 Accepted:
 * a folder, searched recursively. Files with an image extension (IMAGE_EXTENSIONS) that Pillow
@@ -17,6 +18,7 @@ Every problem raises DataError (a ValueError) with a one-line message.
 """
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -29,8 +31,8 @@ from .archive import LIMITS, safe_name
 from .errors import AcnzipError
 
 __all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder", "png_name",
-           "safe_name", "check_names",
-           "IMAGE_EXTENSIONS", "detect_binary"]
+           "safe_name", "check_names", "IMAGE_EXTENSIONS", "detect_binary", "image_names",
+           "restore_writers"]
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".gif", ".tif", ".tiff", ".pbm", ".pgm", ".ppm", ".pnm",
                     ".webp", ".jpg", ".jpeg")
@@ -312,3 +314,58 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
     check_names(names, [n for n, _ in others])
     kept = [(n, p.read_bytes()) for n, p in others]
     return _dataset(np.stack(images), names, str(root), first[2], kept, total)
+
+
+# -- restoring a dataset (decompress) ------------------------------------------------------
+def image_names(h: dict, names: list[str] | None) -> list[str]:
+    """Relative paths of the restored images of a folder archive: the stored names with
+    .png suffixes, or 0.png, 1.png, ... (zero-padded) when no names were stored."""
+    n = h["n_images"]
+    if names is not None:
+        return [png_name(x) for x in names]
+    return [f"{i:0{len(str(n - 1))}d}.png" for i in range(n)]
+
+
+def restore_writers(pixels: np.ndarray, names, others, h: dict):
+    """(relative path, writer) for every file of a restored dataset: the images from pixels
+    (N, C, H, W) as the model saw them, as PNG files in their Pillow mode or as the array file
+    they came from, and the files kept byte for byte; `h` is the archive header (its source,
+    mode and binary_value say what the input was)."""
+    images = pixels.transpose(0, 2, 3, 1)
+    if h["binary"]:
+        images = images * np.uint8(h["binary_value"])
+    src = h["source"]
+    if src["kind"] != "folder":
+        arr = images[..., 0] if src["ndim"] == 3 else images
+        yield src["file"], lambda path: _save_array(path, arr, src, others)
+        return
+    for rel, img in zip(image_names(h, names), images):
+        yield rel, (lambda path, img=img: _save_png(path, img, h["mode"]))
+    for rel, content in others:
+        yield rel, (lambda path, content=content: path.write_bytes(content))
+
+
+def _save_array(path: Path, arr: np.ndarray, src: dict, others: list) -> None:
+    """The array file: .npy, or a .npz holding the array under its key beside the other
+    members kept byte for byte (written with zipfile: any key, even 'file' or
+    'allow_pickle', which numpy's savez would take as its own arguments)."""
+    if src["kind"] == "npy":
+        with open(path, "wb") as f:
+            np.save(f, arr)
+        return
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(src["key"] + ".npy", buf.getvalue())
+        for member, content in others:
+            zf.writestr(member, content)
+
+
+def _save_png(path: Path, img: np.ndarray, mode: str) -> None:
+    """img (H, W, C) uint8 -> a PNG in the original Pillow mode."""
+    if mode == "1":
+        Image.fromarray(img[..., 0] > 0).save(path, format="PNG")
+    elif img.shape[2] == 1:
+        Image.fromarray(img[..., 0], mode="L").save(path, format="PNG")
+    else:
+        Image.fromarray(img, mode=mode).save(path, format="PNG")

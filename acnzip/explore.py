@@ -12,7 +12,7 @@ Figures (PNG, acnzip/figures.py) and summary.json written to one output folder:
 
 The linear probe (multinomial logistic regression on standardised features) is trained on
 `train_data` and reported on `data`, for the codes, the raw pixels and the pixels' first 16
-principal components; it needs labels for both. Everything random is drawn from generators
+principal components (acnzip/evaluate.py: `probe`); it needs labels for both. Everything random is drawn from generators
 seeded by (seed, figure), so a run is reproducible bit for bit and each figure's randomness
 does not depend on the others' sizes.
 """
@@ -32,12 +32,13 @@ from . import figures as fig
 from .atomic import atomic_directory, check_folder_output
 from .data import Dataset, load_dataset
 from .errors import AcnzipError
+from .evaluate import pca_basis, probe
 from .modelfile import ModelFile, load_model
 from .nn import ACN
 from .nn.stepper import PixelStepper
 
-__all__ = ["ExploreError", "explore", "FIGURES", "load_labels", "encode", "Sampler", "sample_gmm",
-           "sample_prior", "linear_probe", "probe", "pca_basis"]
+__all__ = ["ExploreError", "explore", "FIGURES", "load_labels", "Sampler",
+           "sample_prior"]
 
 # Stream numbers for the per-figure generators (seed, stream).
 _RECON, _PRIOR, _POSTERIOR, _DREAM, _NEIGHBOURS, _SCATTER = range(6)
@@ -105,13 +106,6 @@ def _check_fits(mf: ModelFile, pixels: np.ndarray, ds: Dataset) -> None:
 
 
 # -- the networks ------------------------------------------------------------------------------
-@torch.no_grad()
-def encode(model: ACN, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Codes c (N, D) float32 of model pixels (N, C, H, W) uint8."""
-    return np.concatenate([model.encoder(torch.from_numpy(pixels[i:i + batch])).numpy()
-                           for i in range(0, len(pixels), batch)])
-
-
 class Sampler:
     """Draws images from the decoder r(x|z) with the cached PixelStepper, one progress bar."""
 
@@ -136,13 +130,6 @@ class Sampler:
 
         stepper = PixelStepper(self.model.decoder, z.float(), self.H, self.W)
         return stepper.run(choose).to(torch.uint8).numpy()
-
-
-def sample_gmm(gmm, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """n draws z (n, D) from the unconditional p(z) (a DiagonalGMM)."""
-    k = rng.choice(len(gmm.weights), size=n, p=gmm.weights / gmm.weights.sum())
-    eps = rng.standard_normal((n, gmm.means.shape[1]))
-    return torch.from_numpy(gmm.means[k] + np.sqrt(gmm.variances[k]) * eps).float()
 
 
 @torch.no_grad()
@@ -201,7 +188,7 @@ def samples_figure(ctx: _Ctx, n: int, per_row: int):
 
     The GMM models z = c + eps, so the right panel is what the left one should look like.
     """
-    z_prior = sample_gmm(ctx.mf.gmm, n * per_row, _rng(ctx.seed, _PRIOR))          # (n*S, D)
+    z_prior = torch.from_numpy(ctx.mf.gmm.sample(n * per_row, _rng(ctx.seed, _PRIOR))).float()          # (n*S, D)
     idx = ctx.pick(_POSTERIOR, n)
     gen = _torch_gen(ctx.seed, _PRIOR)
     c = torch.from_numpy(ctx.codes[idx]).repeat_interleave(per_row, 0)
@@ -271,24 +258,6 @@ def neighbours(ctx: _Ctx, n: int, k: int):
     return img, info
 
 
-def pca_basis(x: np.ndarray, k: int):
-    """Principal axes of rows x (N, F): (mean (F,), axes (k, F), explained variance ratio (k,)).
-
-    Axes by decreasing variance, each signed so its largest-magnitude entry is positive.
-    """
-    x = torch.from_numpy(np.asarray(x, dtype=np.float64))
-    mean = x.mean(dim=0)
-    xc = x - mean
-    cov = xc.T @ xc / max(len(x) - 1, 1)                                          # (F, F)
-    var, vec = (t.numpy() for t in torch.linalg.eigh(cov))      # torch: numpy's is slow here
-    order = np.argsort(-var, kind="stable")[:k]
-    axes = vec[:, order].T                                                        # (k, F)
-    sign = np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])
-    axes = axes * np.where(sign == 0, 1.0, sign)[:, None]
-    total = var.clip(min=0).sum()
-    return mean.numpy(), axes, var[order].clip(min=0) / (total if total > 0 else 1.0)
-
-
 def pca_scatter(ctx: _Ctx, max_points: int):
     """Figure 3: codes on their first two principal axes, coloured by label when known."""
     mean, axes, ratio = pca_basis(ctx.codes, 2)
@@ -301,58 +270,6 @@ def pca_scatter(ctx: _Ctx, max_points: int):
     img = fig.titled(fig.scatter(pts[order], labels), title)
     return img, {"points": int(len(order)), "explained_variance_ratio": ratio.tolist(),
                  "coloured_by_label": labels is not None}
-
-
-# -- Table 3: linear probe ---------------------------------------------------------------------
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, l2: float = 1e-4, max_iter: int = 200) -> float:
-    """Test accuracy (fraction) of multinomial logistic regression fitted on (train_x, train_y).
-
-    Features are standardised with the training mean and std; the loss is the mean
-    cross-entropy (nats) + l2 * |W|^2, minimised by full-batch L-BFGS from zero weights in
-    float64, so the result is deterministic.
-    """
-    mu, sd = train_x.mean(axis=0), train_x.std(axis=0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    classes, y = np.unique(train_y, return_inverse=True)
-    xtr = torch.from_numpy((np.asarray(train_x, np.float64) - mu) / sd)            # (N, F)
-    ytr = torch.from_numpy(y.astype(np.int64))
-    w = torch.zeros(xtr.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-9, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        xte = torch.from_numpy((np.asarray(test_x, np.float64) - mu) / sd)
-        pred = classes[(xte @ w + b).argmax(dim=1).numpy()]
-    return float(np.mean(pred == test_y))
-
-
-def probe(train_codes, train_pixels, train_y, test_codes, test_pixels, test_y,
-          quiet: bool = True) -> dict:
-    """Table 3: probe accuracy of codes, raw pixels and pixels' PCA-16 (fit on train)."""
-    flat = lambda p: p.reshape(len(p), -1).astype(np.float64)  # noqa: E731
-    ptr, pte = flat(train_pixels), flat(test_pixels)
-    mean, axes, _ = pca_basis(ptr, 16)
-    features = {"codes": (train_codes, test_codes), "pixels": (ptr, pte),
-                "pca16": ((ptr - mean) @ axes.T, (pte - mean) @ axes.T)}
-    out = {}
-    for name, (a, b) in tqdm(features.items(), desc="linear probe", disable=quiet, leave=False):
-        out[f"{name}_accuracy"] = linear_probe(np.asarray(a, np.float64), train_y,
-                                               np.asarray(b, np.float64), test_y)
-    counts = np.bincount(test_y)
-    return {**out, "n_train": int(len(train_y)), "n_test": int(len(test_y)),
-            "n_classes": int(len(np.unique(train_y))),
-            "majority_accuracy": float(counts.max() / counts.sum())}
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -405,7 +322,7 @@ def explore(data, model, outdir, labels=None, seed: int = 0, n: int = 8, train_d
     mf, ds, pixels, y, train_pixels, train_y = _inputs(data, model, labels, train_data,
                                                        train_labels)
     model_net = mf.model.eval()
-    codes = encode(model_net, pixels)
+    codes = model_net.codes(pixels)
     rows = (2 + steps) * mf.config.height                      # one tick per sampled image row
     with tqdm(total=rows, desc="explore: sampling", unit="row", disable=quiet,
               leave=False) as bar, torch.no_grad():
@@ -420,7 +337,7 @@ def explore(data, model, outdir, labels=None, seed: int = 0, n: int = 8, train_d
                "figures": {name: f"{name}.png" for name in FIGURES},
                **{name: info for name, (_, info) in drawn.items()}, "probe": None}
     if train_pixels is not None:
-        summary["probe"] = probe(encode(model_net, train_pixels), train_pixels, train_y,
+        summary["probe"] = probe(model_net.codes(train_pixels), train_pixels, train_y,
                                  codes, pixels, y, quiet)
     with atomic_directory(Path(outdir), force) as tmp:
         for name, (img, _) in drawn.items():

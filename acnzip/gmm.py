@@ -41,23 +41,15 @@ class DiagonalGMM:
         """log p(x): (N, D) -> (N,)."""
         return _logsumexp(self.joint_log_prob(np.asarray(x, dtype=np.float64)), axis=1)
 
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n draws (n, D) float64: a component by weight, then its Gaussian."""
+        k = rng.choice(len(self.weights), size=n, p=self.weights / self.weights.sum())
+        eps = rng.standard_normal((n, self.means.shape[1]))
+        return self.means[k] + np.sqrt(self.variances[k]) * eps
+
     def convolved(self, noise_var: float = 1.0) -> "DiagonalGMM":
         """The mixture of x + noise, noise ~ N(0, noise_var I)."""
         return DiagonalGMM(self.weights, self.means, self.variances + noise_var)
-
-    def conditional_mixtures(self, z: np.ndarray):
-        """p(z_d | z_<d) as 1-D mixtures, for coding z one dimension at a time.
-
-        z (N, D) -> weights (N, D, K), means (D, K), scales (D, K); summing the per-dimension
-        log densities gives log p(z) exactly.
-        """
-        z = np.asarray(z, dtype=np.float64)
-        log_n = -0.5 * (_LOG_2PI + np.log(self.variances.T)
-                        + (z[:, :, None] - self.means.T) ** 2 / self.variances.T)  # (N, D, K)
-        before = np.cumsum(log_n, axis=1) - log_n                                   # dims < d
-        logw = np.log(self.weights) + before
-        w = np.exp(logw - logw.max(axis=2, keepdims=True))
-        return w / w.sum(axis=2, keepdims=True), self.means.T, np.sqrt(self.variances.T)
 
     def to_dict(self) -> dict:
         """Tensors only, so model files load with torch.load(weights_only=True)."""

@@ -25,7 +25,8 @@ from .errors import AcnzipError
 from .gmm import DiagonalGMM
 from .nn import ACN
 
-__all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT"]
+__all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODELS",
+           "DEFAULT_MODEL", "SHIPPED", "default_model_path", "check_fits"]
 
 MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
 
@@ -82,3 +83,31 @@ def load_model(path, device: str | torch.device = "cpu") -> ModelFile:
     model.load_state_dict(blob["weights"])
     return ModelFile(model.eval(), DiagonalGMM.from_dict(blob["gmm"]),
                      TrainConfig.from_dict(blob["train_config"]), blob["metadata"])
+
+
+# -- which model serves which data -------------------------------------------------------------
+MODELS = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
+SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-like digits
+           ((1, 28, 28), False): "mnist.pt"}               # 8-bit grey MNIST-like digits
+
+
+def default_model_path(shape_chw: tuple, binary: bool) -> Path:
+    """The shipped model for this kind of image, else a ModelFileError saying what to do."""
+    name = SHIPPED.get((tuple(shape_chw), bool(binary)))
+    if name and (MODELS / name).exists():
+        return MODELS / name
+    kind = "binary" if binary else "8-bit"
+    raise ModelFileError(f"no shipped model fits {kind} {shape_chw[1]}x{shape_chw[2]}x"
+                         f"{shape_chw[0]} images: train one with `acnzip train DATA -o "
+                         "MODEL.pt` and pass --model MODEL.pt")
+
+
+def check_fits(mf: ModelFile, shape_chw, binary: bool, what: str) -> None:
+    """ModelFileError unless the model codes images of this shape and kind."""
+    cfg = mf.config
+    if (cfg.channels, cfg.height, cfg.width) != tuple(shape_chw) or cfg.binary != binary:
+        raise ModelFileError(
+            f"{what} is for {'binary' if cfg.binary else '8-bit'} {cfg.height}x{cfg.width}x"
+            f"{cfg.channels} images, the data are {'binary' if binary else '8-bit'} "
+            f"{shape_chw[1]}x{shape_chw[2]}x{shape_chw[0]}")

@@ -15,9 +15,9 @@ Alice runs the exact inverse for t = T-1, ..., 0 on one ANS stack. With `--order
 permutation is pushed first (it sits under the images and doubles as initial bits) and Bob
 pops it last; finally Bob checks that what is left is exactly the seeded initial bits.
 
-Exactness: both sides call `Coder.step_networks` / `pixel_codec` etc., i.e. the same functions
-on the same batches, in float32 with a fixed torch thread count; Alice's pixel probabilities
-come from the same PixelStepper as Bob's, teacher-forced with the true pixels.
+Exactness: both sides call `Coder.codes` / `prior_codec` / `pixel_codec` etc., i.e. the same
+functions on the same batches, in float32 inside one `runtime.torch_session`; Alice's pixel
+probabilities come from the same PixelStepper as Bob's, teacher-forced with the true pixels.
 """
 from __future__ import annotations
 
@@ -80,22 +80,12 @@ def _significant(weights: np.ndarray, means: np.ndarray, scales: np.ndarray):
     return np.where(w >= MIN_WEIGHT, w, 0.0), pick(means), pick(scales)
 
 
-@dataclass
-class StepBatch:
-    """Network outputs for one lock-step batch (B rows; only `active` rows are coded)."""
-    active: np.ndarray        # (B,) bool
-    codes: torch.Tensor       # (B, D) encoder means c_t, float32
-
-
 class Coder:
-    """The computations Alice and Bob share: one object per (model, grid, threads)."""
+    """The computations Alice and Bob share: one object per (model, grid), used inside a
+    `runtime.torch_session` (threads and backend pinned)."""
 
-    def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID, threads: int = 1):
-        self.model, self.gmm, self.grid, self.threads = model, gmm, grid, threads
-        # Pin the convolution backend: with mkldnn off, batches >= 16 go to NNPACK, whose
-        # results change with inputs beyond the mask. Alice and Bob both run with it on.
-        torch.backends.mkldnn.enabled = True
-        torch.set_num_threads(threads)
+    def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID):
+        self.model, self.gmm, self.grid = model, gmm, grid
         cfg = model.config
         self.shape = (cfg.channels, cfg.height, cfg.width)
         self.binary = cfg.binary

@@ -1,34 +1,21 @@
-"""Training an ACN (Algorithm 1 of Graves et al. 2018), checkpoints, and the final model file.
+"""`acnzip train`: running Algorithm 1 (trainer.py) to a usable model file.
 
-Per step: draw a batch of training indices (a seeded permutation per epoch), c = encoder(x),
-c_hat = a code drawn uniformly from the K nearest stored codes of c excluding x's own entry,
-store c, then minimise KL(q(z|x) || p(z|c_hat)) - log r(x|z), z = c + eps (nats per image).
-The Polyak average of the weights is what validation and the model file use.
-
-Checkpoints (every few minutes, at each epoch end, at a time budget, on Ctrl-C) hold everything
-the loop depends on, so `resume` continues bit for bit as if never stopped (same device and
-thread count). After the last epoch the unconditional p(z) is fitted (gmm.py) and the model
-file written (modelfile.py).
-
-Measured (fwd + bwd + Adam, batch 64, 28x28 binary, 2-core CPU, torch 2.13): `cpu` 77 images/s
-on 1 thread, 125 on 2 (an epoch of 50,000 in ~7 min); `paper` 11 and 21 images/s.
+The run: epochs of steps, validation every few steps, checkpoints every few minutes, at each
+epoch end, at a time budget and on Ctrl-C (so `resume` continues exactly), a progress bar;
+then p(z) is fitted to the training codes (gmm.py), the model validated and its file written
+(modelfile.py) with the command, the machine and the validation history as metadata.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
 import hashlib
-import io
 import json
-import math
-import os
-import platform
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,24 +24,17 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import atomic_write_bytes
 from .codestore import CodeStore
-from .config import ModelConfig, TrainConfig, model_config, train_config
+from .config import ModelConfig, model_config, train_config
 from .data import Dataset
-from .errors import AcnzipError
 from .gmm import DiagonalGMM, select_gmm
-from .modelfile import save_model
-from .nn import ACN
+from .modelfile import load_model, save_model
+from .runtime import LN2, machine
+from .trainer import (TrainError, Trainer, load_checkpoint, pick_device, save_checkpoint,
+                      validation_loss)
 
-__all__ = ["Polyak", "Trainer", "RunOptions", "TrainResult", "TrainError", "TrainingInterrupted",
-           "train", "run", "finish", "fit_prior", "evaluate", "encode_all", "save_checkpoint",
-           "load_checkpoint", "pick_device"]
-
-CKPT_FORMAT, CKPT_VERSION = "acnzip-checkpoint", 1
-
-
-class TrainError(AcnzipError):
-    """Training cannot start or continue; one-line message."""
+__all__ = ["RunOptions", "TrainResult", "TrainingInterrupted", "train", "run", "finish",
+           "fit_prior"]
 
 
 class TrainingInterrupted(Exception):
@@ -63,252 +43,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, checkpoint: Path | None, step: int):
         super().__init__(f"interrupted at step {step}")
         self.checkpoint, self.step = checkpoint, step
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
-class Polyak:
-    """Exponential moving average of the weights: avg <- d avg + (1 - d) w after every step.
-
-    d = min(decay, (1 + t) / (10 + t)) at update t, so early averages are not dominated by the
-    random initial weights (with decay 0.9999 and no warm-up a short CPU run would mostly
-    average the initialisation).
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.updates = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, w in zip(self.model.parameters(), model.parameters()):
-            avg.lerp_(w, 1.0 - d)
-
-    def state_dict(self) -> dict:
-        return {"weights": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.model.load_state_dict(d["weights"])
-        self.updates = int(d["updates"])
-
-
-def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    if tc.optimizer == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=tc.lr, momentum=tc.momentum)
-    return torch.optim.Adam(model.parameters(), lr=tc.lr)
-
-
-def fingerprint(x: np.ndarray) -> dict:
-    """Identifies the training data, so a checkpoint is never resumed on other data."""
-    return {"n": int(len(x)), "shape": list(x.shape[1:]),
-            "sha256": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()}
-
-
-@torch.no_grad()
-def encode_all(model: ACN, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Codes c (N, D) float32 of images x (N, C, H, W) uint8 (already on the model's device)."""
-    model.eval()
-    return np.concatenate([model.encoder(x[i:i + batch]).float().cpu().numpy()
-                           for i in range(0, len(x), batch)]) if len(x) else np.zeros((0, 0))
-
-
-@torch.no_grad()
-def evaluate(model: ACN, x: torch.Tensor, store: CodeStore, k: int, seed: int = 0,
-             gmm=None, batch: int = 256) -> dict:
-    """Mean nats/image of images x (N, C, H, W) not in the store; c_hat drawn from the store.
-
-    Returns {"kl", "recon", "total"} (and "kl_gmm", "total_gmm": the KL against the
-    unconditional p(z) instead, when `gmm` is given), all from one seeded draw of c_hat and z.
-    """
-    model.eval()
-    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    sums: dict[str, float] = {}
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        c = model.encoder(xb)                                           # (B, D)
-        c_hat = store.sample_neighbours(c.cpu().numpy(), None, k, rng)
-        eps = torch.randn(c.shape, generator=gen).to(c.device)
-        t = model.loss(xb, torch.from_numpy(c_hat).to(c.device), code=c, eps=eps)
-        parts = {"kl": t.kl, "recon": t.recon}
-        if gmm is not None:
-            z = (c + eps).double().cpu().numpy()
-            log_q = -0.5 * (eps.double().cpu().numpy() ** 2 + math.log(2 * math.pi)).sum(1)
-            parts["kl_gmm"] = torch.from_numpy(log_q - gmm.log_prob(z))
-        for name, v in parts.items():
-            sums[name] = sums.get(name, 0.0) + float(v.double().sum())
-    out = {name: s / len(x) for name, s in sums.items()}
-    out["total"] = out["kl"] + out["recon"]
-    if gmm is not None:
-        out["total_gmm"] = out["kl_gmm"] + out["recon"]
-    return out
-
-
-@dataclass
-class Progress:
-    """Where the loop is: everything besides weights, optimiser, store and RNGs."""
-    step: int = 0
-    epoch: int = 0                        # completed epochs
-    pos: int = 0                          # images of the current epoch already used
-    perm: np.ndarray | None = None        # the current epoch's order, None between epochs
-    elapsed_s: float = 0.0                # training wall time over all sessions
-    history: list = field(default_factory=list)   # validation results
-
-    def to_dict(self) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "pos": self.pos,
-                "perm": None if self.perm is None else torch.from_numpy(self.perm),
-                "elapsed_s": self.elapsed_s, "history": self.history}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Progress":
-        perm = None if d["perm"] is None else d["perm"].numpy()
-        return cls(d["step"], d["epoch"], d["pos"], perm, d["elapsed_s"], list(d["history"]))
-
-
-class Trainer:
-    """One training run's state: model, Polyak average, optimiser, code store, RNGs, progress.
-
-    train_x, valid_x: (N, C, H, W) uint8 as the model sees them (Dataset.model_pixels()).
-    """
-
-    def __init__(self, mc: ModelConfig, tc: TrainConfig, train_x: np.ndarray,
-                 valid_x: np.ndarray | None = None, device: str | torch.device = "cpu"):
-        if len(train_x) < 2:
-            raise TrainError("need at least 2 training images (each code is conditioned on "
-                             "a neighbour's)")
-        self.mc, self.tc, self.device = mc, tc, torch.device(device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(tc.seed)
-            self.model = ACN(mc).to(self.device)
-        self.polyak = Polyak(self.model, tc.polyak_decay)
-        self.opt = make_optimizer(self.model, tc)
-        store_seed, loop_seed, valid_seed = np.random.SeedSequence(tc.seed).spawn(3)
-        self.store = CodeStore(len(train_x), mc.latent_dim, seed=store_seed,
-                               search_device=self.device)
-        self.rng = np.random.default_rng(loop_seed)                   # batches, neighbours
-        self.gen = torch.Generator().manual_seed(tc.seed)             # posterior noise eps
-        self.x = torch.from_numpy(np.ascontiguousarray(train_x)).to(self.device)
-        self.data_id = fingerprint(train_x)
-        self.valid_x, self.valid_subset = None, None
-        if valid_x is not None and len(valid_x):
-            self.valid_x = torch.from_numpy(np.ascontiguousarray(valid_x)).to(self.device)
-            pick = np.random.default_rng(valid_seed).permutation(len(valid_x))
-            self.valid_subset = torch.from_numpy(np.sort(pick[:tc.valid_images])).to(self.device)
-        self.progress = Progress()
-        self.info: dict = {}                      # config name, data description (metadata)
-        self.autocast_dtype: torch.dtype | None = None    # bf16: encoder/decoder layers only
-
-    def warm_start(self, weights: dict) -> None:
-        """Start from trained weights (`acnzip train --init`): model and Polyak average take
-        them, and the code store holds their codes of the training images (not noise)."""
-        self.model.load_state_dict(weights)
-        self.polyak.model.load_state_dict(weights)
-        self.store.set_codes(encode_all(self.model, self.x))
-
-    def train_step(self, idx: np.ndarray) -> tuple[float, float, float]:
-        """One step of Algorithm 1 on training indices idx (B,): (loss, kl, recon) nats/image."""
-        self.model.train()
-        x = self.x[torch.from_numpy(idx).to(self.device)]                # (B, C, H, W)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None):
-            c = self.model.encoder(x).float()                            # (B, D)
-            c_np = c.detach().cpu().numpy()
-            c_hat = self.store.sample_neighbours(c_np, idx, self.tc.knn_k, self.rng)
-            self.store.update(idx, c_np)
-            eps = torch.randn(c.shape, generator=self.gen).to(self.device)
-            t = self.model.loss(x, torch.from_numpy(c_hat).to(self.device), code=c, eps=eps)
-        loss = t.total.mean()
-        if not torch.isfinite(loss):
-            raise TrainError(f"the loss became {loss.item()} at step {self.progress.step + 1}; "
-                             "try a smaller --lr or resume from an earlier checkpoint")
-        self.opt.zero_grad(set_to_none=True)
-        (self.kl_weight() * t.kl.mean() + t.recon.mean()).backward()
-        self.opt.step()
-        self.polyak.update(self.model)
-        self.progress.step += 1
-        return loss.item(), t.kl.mean().item(), t.recon.mean().item()
-
-    def kl_weight(self) -> float:
-        """beta of the KL term for the coming step: rises linearly from 0 to 1 over the first
-        `kl_warmup` steps (keeps the PixelCNN from learning to ignore z early), then 1."""
-        w = self.tc.kl_warmup
-        return 1.0 if w <= 0 else min(1.0, (self.progress.step + 1) / w)
-
-    def validate(self) -> dict | None:
-        """Polyak-averaged model on the validation subset, c_hat from the training store."""
-        if self.valid_x is None:
-            return None
-        res = evaluate(self.polyak.model, self.valid_x[self.valid_subset], self.store,
-                       self.tc.knn_k, seed=self.tc.seed)
-        res.update(step=self.progress.step, epoch=self.progress.epoch)
-        self.progress.history.append(res)
-        return res
-
-    # ----- checkpoints -----
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly; tensors and plain values only."""
-        return {"format": CKPT_FORMAT, "version": CKPT_VERSION,
-                "model_config": self.mc.to_dict(), "train_config": self.tc.to_dict(),
-                "data": self.data_id, "model": self.model.state_dict(),
-                "polyak": self.polyak.state_dict(), "optimizer": self.opt.state_dict(),
-                "codes": torch.from_numpy(self.store.codes.copy()),
-                "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()},
-                "progress": self.progress.to_dict(), "info": self.info}
-
-    def load_state_dict(self, ckpt: dict) -> None:
-        """Restore a checkpoint taken from a Trainer with the same configs and data."""
-        if ckpt["data"] != self.data_id:
-            raise TrainError("the checkpoint was trained on different data "
-                             f"({ckpt['data']['n']} images of shape {ckpt['data']['shape']})")
-        self.model.load_state_dict(ckpt["model"])
-        self.polyak.load_state_dict(ckpt["polyak"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.store.set_codes(ckpt["codes"].numpy())
-        self.rng.bit_generator.state = ckpt["rng"]["numpy"]
-        self.gen.set_state(ckpt["rng"]["torch"])
-        self.progress = Progress.from_dict(ckpt["progress"])
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, train_x, valid_x=None, device="cpu",
-                        epochs: int | None = None) -> "Trainer":
-        """A Trainer continuing `ckpt` (its configs; `epochs` may extend the run)."""
-        tc = TrainConfig.from_dict(ckpt["train_config"])
-        if epochs is not None:
-            tc = TrainConfig.from_dict({**tc.to_dict(), "epochs": epochs})
-        tr = cls(ModelConfig.from_dict(ckpt["model_config"]), tc, train_x, valid_x, device)
-        tr.load_state_dict(ckpt)
-        return tr
-
-
-def save_checkpoint(path: Path, tr: Trainer) -> None:
-    """Write the checkpoint atomically (temporary file + os.replace)."""
-    buf = io.BytesIO()
-    torch.save(tr.state_dict(), buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict:
-    """Read a checkpoint written by save_checkpoint; TrainError if it is not one."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)   # the Trainer moves it
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # damaged or foreign files raise many types
-        raise TrainError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise TrainError(f"{path}: not an acnzip training checkpoint")
-    if ckpt.get("version") != CKPT_VERSION:
-        raise TrainError(f"{path}: checkpoint version {ckpt.get('version')} is not supported")
-    return ckpt
 
 
 # ----- the loop -----
@@ -437,24 +171,15 @@ def run(tr: Trainer, opts: RunOptions) -> str:
 
 # ----- after training: p(z), final validation, the model file -----
 
-def _machine(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": str(torch.__version__), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def fit_prior(tr: Trainer) -> tuple[DiagonalGMM, dict, np.ndarray]:
     """p(z) from the averaged encoder's codes; components chosen on validation codes (or on
     a seeded 10% of the training codes when there is no validation data).
 
     Returns (gmm, {components: validation log p(z) nats}, training codes (N, D)).
     """
-    train_codes = encode_all(tr.polyak.model, tr.x)
+    train_codes = tr.polyak.model.codes(tr.x)
     if tr.valid_x is not None:
-        fit, held = train_codes, encode_all(tr.polyak.model, tr.valid_x)
+        fit, held = train_codes, tr.polyak.model.codes(tr.valid_x)
     else:
         order = np.random.default_rng(tr.tc.seed).permutation(len(train_codes))
         cut = max(1, len(order) // 10)
@@ -469,14 +194,14 @@ def finish(tr: Trainer, reason: str, command: str = "", extra: dict | None = Non
     gmm, report, train_codes = fit_prior(tr)
     final = None
     if tr.valid_x is not None:
-        final = evaluate(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes, tr.device),
+        final = validation_loss(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes, tr.device),
                          tr.tc.knn_k, seed=tr.tc.seed, gmm=gmm)
-        final["bits_per_dim"] = final["total"] / (math.log(2) * int(np.prod(tr.x.shape[1:])))
+        final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(tr.x.shape[1:])))
     p = tr.progress
     metadata = {
         "acnzip_version": __version__, "command": command, "seed": tr.tc.seed,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": p.elapsed_s + time.monotonic() - t0, "machine": _machine(tr.device),
+        "wall_time_s": p.elapsed_s + time.monotonic() - t0, "machine": machine(tr.device),
         "steps": p.step, "epochs_completed": p.epoch, "stop_reason": reason,
         "complete": reason == "complete", "train_data": tr.data_id,
         "final_valid_nats_per_image": None if final is None else final["total"],
@@ -513,7 +238,6 @@ def _check_resume_settings(tr: Trainer, config: str | None, overrides: dict) -> 
 
 def _init_weights(init: Path, mc: ModelConfig) -> tuple[ModelConfig, dict]:
     """The model file `init`'s config and averaged weights, checked against the data's shape."""
-    from .modelfile import load_model
     mf = load_model(init)
     got = mf.config
     if (got.channels, got.height, got.width, got.binary) != (mc.channels, mc.height, mc.width,

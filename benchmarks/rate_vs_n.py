@@ -2,6 +2,7 @@
 (random order: the split files are not sorted by class), each archive decoded and compared.
 
     python -m benchmarks.rate_vs_n --dataset binarized_mnist --split test --n 100 1000
+    python -m benchmarks.rate_vs_n --split train --n 50000 --no-decode   # sizes only
 
 Writes benchmarks/results/rate_vs_n-<dataset>-<split>.json and .md (or --out).
 """
@@ -21,11 +22,16 @@ ORDERS = ("set", "keep", "tour")
 LN2 = float(np.log(2))
 
 
-def measure(images: np.ndarray, order: str, tmp: Path) -> dict:
-    """Compress and decompress; the report's per-image figures plus decode time."""
+def measure(images: np.ndarray, order: str, tmp: Path, decode: bool = True) -> dict:
+    """Compress and (unless told not to) decompress; the report's per-image figures plus the
+    decode time. Without decoding the archive's size is still exact: only the check is left."""
     src = tmp / "x.npy"
     np.save(src, images)
     r = compress(src, tmp / f"{order}.acn", order=order, force=True, quiet=True)
+    parts = {k: r[k] for k in ("nats_per_image", "bound_nats_per_image", "archive_bytes",
+                               "encode_seconds", "latent_nats_per_image", "recon_nats_per_image")}
+    if not decode:
+        return {**parts, "decode_seconds": None, "lossless": None}
     t0 = time.perf_counter()
     back = decompress(tmp / f"{order}.acn", tmp / f"out-{order}", force=True, quiet=True)
     back_images = np.load(Path(back["outdir"]) / "x.npy")
@@ -33,9 +39,7 @@ def measure(images: np.ndarray, order: str, tmp: Path) -> dict:
     ok = np.array_equal(back_images, images) if order == "keep" else key(back_images) == key(images)
     if not ok:
         raise AssertionError(f"--order {order}: not lossless")
-    return {"nats_per_image": r["nats_per_image"], "bound_nats_per_image": r["bound_nats_per_image"],
-            "archive_bytes": r["archive_bytes"], "encode_seconds": r["encode_seconds"],
-            "decode_seconds": time.perf_counter() - t0, "lossless": True}
+    return {**parts, "decode_seconds": time.perf_counter() - t0, "lossless": True}
 
 
 def main() -> None:
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="binarized_mnist")
     ap.add_argument("--split", default="test")
     ap.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--no-decode", action="store_true",
+                    help="compress only (the sizes are exact; decoding is not checked)")
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = ap.parse_args()
@@ -52,16 +58,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="acnzip-rate-") as tmp:
         for n in a.n:
             for order in ORDERS:
-                r = measure(x[:n], order, Path(tmp))
+                r = measure(x[:n], order, Path(tmp), not a.no_decode)
                 rows.append({"n": n, "order": order, **r})
                 print(f"N={n} {order}: {r['nats_per_image']:.2f} nats/image "
                       f"(bound {r['bound_nats_per_image']:.2f}), {r['encode_seconds']:.1f} s / "
-                      f"{r['decode_seconds']:.1f} s", flush=True)
+                      f"{r['decode_seconds'] or 0:.1f} s", flush=True)
     stem = Path(a.out) / f"rate_vs_n-{a.dataset}-{a.split}"
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"# Rate against N: {a.dataset} {a.split} (first N of a seeded shuffle), shipped model",
-             "", "Measured archives (header included), nats per image; every archive decoded "
-             "and compared.", "", "| N | " + " | ".join(ORDERS) + " |", "|---|---|---|---|"]
+             "", "Measured archives (header included), nats per image; "
+             + ("not decoded (sizes only)." if a.no_decode else "every archive decoded and compared."), "", "| N | " + " | ".join(ORDERS) + " |", "|---|---|---|---|"]
     for n in a.n:
         cells = [next(f"{r['nats_per_image']:.2f}" for r in rows if r["n"] == n and r["order"] == o)
                  for o in ORDERS]

@@ -82,11 +82,12 @@ def resolve_model(model: str | None, images: np.ndarray, binary: bool) -> tuple[
     """(model path, "") or (None, why acnzip is skipped)."""
     if model:
         return (Path(model), "") if Path(model).exists() else (None, f"{model}: no such file")
-    from acnzip.api import CompressError, default_model_path
+    from acnzip.errors import AcnzipError
+    from acnzip.modelfile import default_model_path
     shape_chw = (images.shape[3] if images.ndim == 4 else 1,) + images.shape[1:3]
     try:
         return default_model_path(shape_chw, binary), ""
-    except CompressError as exc:
+    except AcnzipError as exc:
         return None, f"no --model given and {exc}"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,3 +53,13 @@ class ACN(nn.Module):
                                 generator=generator)
         recon = self.decoder.nll(x, self.decoder(x, z).float())          # (B,)
         return LossTerms(kl, recon, c)
+
+    @torch.no_grad()
+    def codes(self, x, batch: int = 256) -> np.ndarray:
+        """Encoder means c (N, D) float32 of images x (N, C, H, W) uint8 (numpy, or a tensor
+        on the model's device), in batches of `batch`. Batched for speed: the coder, whose
+        codes must not depend on batching, computes them one image at a time instead
+        (protocol.SetTables)."""
+        x = torch.as_tensor(x)
+        out = [self.encoder(x[i:i + batch]).float().cpu().numpy() for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.zeros((0, self.config.latent_dim), np.float32)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MixtureParams", "Prior", "mixture_log_prob", "unit_gaussian_log_prob",
-           "kl_estimate"]
+__all__ = ["MixtureParams", "Prior", "mixture_log_prob", "posterior_log_prob",
+           "unit_gaussian_log_prob", "kl_estimate"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -64,6 +65,13 @@ def mixture_log_prob(z: torch.Tensor, p: MixtureParams) -> torch.Tensor:
     u = (z.unsqueeze(-1) - p.means) / p.scales                   # (B, D, M)
     log_n = -0.5 * u * u - torch.log(p.scales) - _HALF_LOG_2PI
     return torch.logsumexp(log_w + log_n, dim=-1).sum(-1)        # (B,)
+
+
+def posterior_log_prob(eps: torch.Tensor) -> np.ndarray:
+    """log q(z | x) = log N(c + eps; c, I) in nats per row, float64 numpy (N,): the posterior's
+    density at the z it drew, which only eps decides."""
+    e = eps.double().cpu().numpy()
+    return -0.5 * (e ** 2 + 2 * _HALF_LOG_2PI).sum(1)
 
 
 def unit_gaussian_log_prob(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,6 @@ def binary_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mnist_subset(shared_datasets):
-    """The first 40 binarized MNIST test digits, (40, 28, 28) uint8 {0, 1}."""
-    return np.load(shared_datasets / "binarized_mnist" / "test.npz")["x"][:40]
+def mnist_subset(datasets):
+    """The first 40 binarised test digits of the `datasets` root, (40, 28, 28) uint8 {0, 1}."""
+    return np.load(datasets / "binarized_mnist" / "test.npz")["x"][:40]

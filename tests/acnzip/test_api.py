@@ -156,11 +156,11 @@ def test_existing_output_is_not_overwritten_without_force(tmp_path, archive, bin
 
 
 @pytest.fixture(scope="module")
-def grey_model(tmp_path_factory, shared_datasets):
+def grey_model(tmp_path_factory, datasets):
     """A tiny 256-way model trained briefly on real 8-bit MNIST (a real, if weak, model)."""
     from acnzip.data import load_array
     from acnzip.train import RunOptions, train
-    with np.load(shared_datasets / "mnist" / "mnist.npz") as z:
+    with np.load(datasets / "mnist" / "mnist.npz") as z:
         x = z["x_train"][:512]
     work = tmp_path_factory.mktemp("grey")
     np.save(work / "train.npy", x)
@@ -171,8 +171,8 @@ def grey_model(tmp_path_factory, shared_datasets):
 
 
 def test_grey_mnist_png_roundtrip_with_a_trained_8bit_model(tmp_path, grey_model,
-                                                            shared_datasets):
-    with np.load(shared_datasets / "mnist" / "mnist.npz") as z:
+                                                            datasets):
+    with np.load(datasets / "mnist" / "mnist.npz") as z:
         grey = z["x_test"][:10]
     src = tmp_path / "grey"
     src.mkdir()
@@ -266,7 +266,7 @@ def test_codes_far_from_zero_get_a_wide_enough_grid(tmp_path, mnist_subset):
         mf.model.encoder.fc.weight.mul_(40.0)          # codes up to |c| ~ 20
         mf.model.encoder.fc.bias.add_(12.0)
     x = mnist_subset[:, None]
-    codes = api.dataset_codes(api._coder(mf, BinGrid(), 1), x)
+    codes = mf.model.codes(x)
     wide = api.grid_for(codes)
     assert wide.range >= np.abs(codes).max() + 8 > 16
     excess = {}

@@ -6,6 +6,7 @@ import lzma
 import struct
 import zlib
 
+import numpy as np
 import pytest
 
 from acnzip.archive import (Archive, ArchiveError, LIMITS, check_header, pack, pack_files,
@@ -304,7 +305,15 @@ def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_check_header_is_what_compress_and_decompress_share():
-    h = copy.deepcopy(valid_header())
-    check_header(h, ARCHIVE)                                    # no error
-    assert LIMITS.max_other_bytes == 1 << 28
+def test_compress_refuses_what_decompress_would_refuse(tmp_path, monkeypatch):
+    """compress runs the reader's own schema on the header it is about to write: data beyond
+    a reader's limits is refused before anything is written."""
+    from acnzip import api
+    from .conftest import make_model_file
+    model = make_model_file(tmp_path / "m.pt")
+    np.save(tmp_path / "d.npy", np.zeros((3, 28, 28), np.uint8))
+    monkeypatch.setattr(LIMITS, "max_images", 2)
+    with pytest.raises(api.CompressError, match="cannot store this data: .*n_images"):
+        api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=model, quiet=True)
+    assert not (tmp_path / "a.acn").exists()
+    check_header(copy.deepcopy(valid_header(n=2)), ARCHIVE)      # within the limits: fine

@@ -105,9 +105,9 @@ def test_explore_writes_figures_and_refuses_existing_folder(tmp_path, digits, bi
     assert res.exit_code == 1 and "exists" in res.stderr
 
 
-def test_explore_with_labels_reports_the_probe(tmp_path, shared_datasets, binary_model):
-    mnist = shared_datasets / "binarized_mnist"
-    pick = np.sort(np.random.default_rng(1).choice(10000, 100, replace=False))
+def test_explore_with_labels_reports_the_probe(tmp_path, datasets, binary_model):
+    mnist = datasets / "binarized_mnist"
+    pick = np.sort(np.random.default_rng(1).choice(1500, 100, replace=False))
     np.save(tmp_path / "x.npy", np.load(mnist / "test.npz")["x"][pick])
     np.save(tmp_path / "y.npy", np.load(mnist / "test_labels.npz")["y"][pick])
     np.save(tmp_path / "tx.npy", np.load(mnist / "train.npz")["x"][:300])

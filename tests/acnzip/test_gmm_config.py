@@ -34,12 +34,14 @@ def test_selection_prefers_the_right_size_and_convolves():
     assert np.all(gmm.variances >= 1.0)          # convolved with N(0, I): a prior for z
 
 
-def test_conditionals_multiply_to_the_joint_density():
+def test_log_prob_is_the_mixture_density_and_samples_follow_it():
     gmm = fit_gmm(_two_clusters(1000, 4), 3, seed=0)[0].convolved()
     z = np.random.default_rng(5).normal(size=(6, 3)) * 3
-    w, mu, s = gmm.conditional_mixtures(z)
-    dens = (w / (s * np.sqrt(2 * np.pi)) * np.exp(-0.5 * ((z[:, :, None] - mu) / s) ** 2)).sum(-1)
-    assert np.allclose(np.log(dens).sum(1), gmm.log_prob(z))
+    comp = np.exp(-0.5 * ((z[:, None] - gmm.means) ** 2 / gmm.variances)) \
+        / np.sqrt(2 * np.pi * gmm.variances)                                  # (6, K, D)
+    assert np.allclose(np.log((gmm.weights * comp.prod(-1)).sum(-1)), gmm.log_prob(z))
+    draws = gmm.sample(200_000, np.random.default_rng(1))
+    assert np.allclose(draws.mean(0), gmm.weights @ gmm.means, atol=0.02)
     back = DiagonalGMM.from_dict(gmm.to_dict())
     assert np.array_equal(back.means, gmm.means)
 

@@ -18,6 +18,7 @@ from acnzip.archive import pack, read_archive
 from .test_safety import digits
 
 GOLDEN = Path(__file__).parent / "golden"
+pytestmark = pytest.mark.slow      # the shipped model on the CPU: ~1 minute in all
 
 
 def golden_images() -> np.ndarray:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from acnzip import api
-from acnzip.archive import ArchiveError, read_archive
+from acnzip.archive import read_archive
 from acnzip.atomic import Terminated, terminate_cleanly, write_folder
 from acnzip.cli import main
 

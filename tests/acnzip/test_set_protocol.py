@@ -134,6 +134,7 @@ ODD = ["a b", "é-日本", "#1", "%20", "-dash", "..dots", "x.y.z", "UPPER", "up
        "tab\tin", "quote'\"", "semi;colon", "(paren)", "[br]"]
 
 
+@pytest.mark.slow
 def test_keep_restores_300_pngs_in_nested_folders_with_odd_names(tmp_path, binary_model):
     """keep mode on a folder tree of 300 PNG files with odd names: every file comes back
     with its name and pixels, and the payload is within 1% of the coded bound."""

@@ -9,8 +9,8 @@ import torch
 from acnzip.config import ModelConfig, TrainConfig, model_config, train_config
 from acnzip.data import load_array
 from acnzip.modelfile import load_model
-from acnzip.train import (RunOptions, Trainer, TrainError, TrainingInterrupted, evaluate,
-                          load_checkpoint, run, save_checkpoint, train)
+from acnzip.train import RunOptions, TrainingInterrupted, run, train
+from acnzip.trainer import Trainer, TrainError, load_checkpoint, save_checkpoint, validation_loss
 
 QUIET = dict(progress=False, log=lambda msg: None)
 
@@ -29,13 +29,14 @@ def _tiny(h=8, w=8, **train_overrides):
     return model_config("tiny", 1, h, w, True), train_config("tiny", **train_overrides)
 
 
-def test_training_lowers_the_loss_on_binarized_mnist(shared_datasets):
+@pytest.mark.slow
+def test_training_lowers_the_loss_on_binarized_mnist(datasets):
     torch.set_num_threads(1)
-    x = np.load(shared_datasets / "binarized_mnist" / "train.npz")["x"][:320, None]
+    x = np.load(datasets / "binarized_mnist" / "train.npz")["x"][:320, None]
     tr = Trainer(*_tiny(28, 28, epochs=3, valid_every=0), x, device="cpu")
 
     def held_out_loss():                     # fixed images, fixed c_hat and noise
-        return evaluate(tr.model, tr.x[:128], tr.store, k=5, seed=0)["total"]
+        return validation_loss(tr.model, tr.x[:128], tr.store, k=5, seed=0)["total"]
 
     before = held_out_loss()
     assert run(tr, RunOptions(**QUIET)) == "complete" and tr.progress.step == 60
@@ -156,14 +157,14 @@ def test_init_starts_from_the_model_files_weights_and_codes(tmp_path):
     first, data, valid = _tiny_model_file(tmp_path, pixelcnn_blocks=3)
     m = load_model(first)
     assert m.config.pixelcnn_blocks == 3
-    from acnzip.train import _trainer, encode_all
+    from acnzip.train import _trainer
     tr = _trainer(data, valid, "tiny", {}, None, torch.device("cpu"), RunOptions(**QUIET),
                   init=first)
     assert tr.tc.kl_warmup == 0 and tr.mc == m.config
     for name, w in m.model.state_dict().items():
         assert torch.equal(tr.model.state_dict()[name], w), name
         assert torch.equal(tr.polyak.model.state_dict()[name], w), name
-    np.testing.assert_array_equal(tr.store.codes, encode_all(m.model, tr.x))
+    np.testing.assert_array_equal(tr.store.codes, m.model.codes(tr.x))
     # ... and a run from it records where it started.
     res = train(data, tmp_path / "second.pt", valid=valid, config="tiny", init=first,
                 overrides={"epochs": 1}, opts=RunOptions(max_steps=2, **QUIET))

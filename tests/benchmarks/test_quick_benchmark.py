@@ -16,16 +16,18 @@ from benchmarks.peers import (NotLossless, PEERS, Peer, pbm_array, pbm_bytes, ru
 from benchmarks.report import REQUIRED_KEYS, ROW_KEYS, write_report
 from benchmarks.run import benchmark, load_images, same_set
 
+pytestmark = pytest.mark.slow      # trains a model and runs every peer: `-m "not slow"` skips
+
 N_IMAGES = 96
 TOLERANCE = 0.01          # measured may fall below a bound by at most 1% (estimator noise)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(shared_datasets, tmp_path_factory):
+def tiny_model(datasets, tmp_path_factory):
     """A tiny ACN trained for 30 steps on 512 binarized MNIST training digits."""
     tmp = tmp_path_factory.mktemp("bench-model")
     np.save(tmp / "train.npy",
-            np.load(shared_datasets / "binarized_mnist" / "train.npz")["x"][:512])
+            np.load(datasets / "binarized_mnist" / "train.npz")["x"][:512])
     torch.manual_seed(0)
     torch.set_num_threads(1)
     train(load_dataset(tmp / "train.npy"), tmp / "tiny.pt", config="tiny",
@@ -34,9 +36,9 @@ def tiny_model(shared_datasets, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def quick_report(shared_datasets, tiny_model, tmp_path_factory):
+def quick_report(datasets, tiny_model, tmp_path_factory):
     """benchmark() on the first N_IMAGES test digits, written as json/md/png."""
-    images = load_images("binarized_mnist", "test", N_IMAGES, shared_datasets)
+    images = load_images("binarized_mnist", "test", N_IMAGES, datasets)
     res = benchmark(images, "bm-test-small", "binarized_mnist", "test", str(tiny_model),
                     quick=True)
     paths = write_report(res, tmp_path_factory.mktemp("bench-out"))
@@ -87,17 +89,17 @@ def test_acnzip_measured_is_not_below_its_bounds(quick_report):
     assert fwd["seconds"] > 0 and fwd["decode_over_forward_set"] > 0
 
 
-def test_acnzip_is_skipped_with_a_reason_when_no_model_fits(shared_datasets):
-    images = load_images("mnist", "test", 8, shared_datasets)            # 8-bit: no shipped model
-    res = benchmark(images, "mnist-small", "mnist", "test", model=None)
+def test_acnzip_is_skipped_with_a_reason_when_no_model_fits(datasets):
+    images = load_images("cifar10", "test", 8, datasets)          # 32x32x3: no shipped model
+    res = benchmark(images, "cifar-small", "cifar10", "test", model=None)
     assert not res["acnzip"]["available"] and "--model" in res["acnzip"]["reason"]
     assert not res["bound"]["available"]
     assert all(r["lossless"] for r in res["methods"] if r["available"])
     assert any(r["method"] == "PNG" and r["available"] for r in res["methods"])
 
 
-def test_colour_peers_round_trip_on_cifar(shared_datasets):
-    images = load_images("cifar10", "test", 6, shared_datasets)           # (6, 32, 32, 3)
+def test_colour_peers_round_trip_on_cifar(datasets):
+    images = load_images("cifar10", "test", 6, datasets)           # (6, 32, 32, 3)
     fast = [p for p in PEERS if p.method in ("PNG", "gzip -9", "JPEG XL lossless", "JBIG1")]
     rows = {(r.method, r.form): r for r in run_peers(images, False, peers=fast)}
     assert rows[("PNG", "whole-set")].lossless and rows[("gzip -9", "per-image")].lossless

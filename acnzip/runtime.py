@@ -1,0 +1,42 @@
+"""Where and how acnzip computes: the torch session settings every command shares, and a
+description of the machine for reports, model files and archive headers."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+import numpy as np
+import torch
+
+__all__ = ["torch_session", "machine", "LN2"]
+
+LN2 = float(np.log(2))      # nats per bit
+
+
+def torch_session(threads: int | None) -> None:
+    """Pin what changes torch's float results between runs on one machine: the thread count
+    (when given) and the convolution backend (oneDNN on; with it off, batches >= 16 go to
+    NNPACK, whose results depend on inputs beyond the PixelCNN's mask). Archives record the
+    thread count; Alice and Bob both call this before any network runs."""
+    torch.backends.mkldnn.enabled = True
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def machine(device: torch.device | str = "cpu") -> dict:
+    """The machine and libraries: platform, processor, CPUs, Python, torch, numpy,
+    constriction, the torch threads and the device (its GPU's name on CUDA)."""
+    device = torch.device(device)
+    try:
+        constriction = importlib.metadata.version("constriction")
+    except importlib.metadata.PackageNotFoundError:
+        constriction = "absent"
+    info = {"platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor() or "cpu", "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": str(torch.__version__),
+            "numpy": np.__version__, "constriction": constriction,
+            "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
