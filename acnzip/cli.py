@@ -374,11 +374,14 @@ def info(archive, as_json):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def eval_(data, model, json_path, seed, threads, force, quiet):
-    """The ACN paper's Table 2 for DATA treated as its own set, per image in nats and bits/dim.
+    """The ACN paper's Table 2 for DATA treated as its own set, per image in nats and bits/dim,
+    and acnzip's associative figures.
 
     KL with c_hat among the K=1, 5, 10 nearest codes, KL along the greedy tour, KL under the
     unconditional p(z), reconstruction NLL, and the ordered (tour KL + recon) and unordered
-    (unconditional KL + recon) bounds.
+    (unconditional KL + recon) bounds; then the latents' expected cost under the associative
+    prior of --order keep (kl_keep) and --order set (kl_set, net of the order's return), and
+    their bounds keep and set (what compress approaches, before the header).
     """
     import json
     from .atomic import atomic_write_bytes, check_output
