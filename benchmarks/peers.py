@@ -218,12 +218,16 @@ PAQ8PX_LEVEL = "-8"     # the strongest level without the LSTM (-8L: ~2% smaller
 
 
 def paq8px_encode(a, binary, tmp: Path):
-    """paq8px -8 on the set tiled into one PBM (binary) or PGM (8-bit grey) image: its image
-    models recognise the header. Grey or binary single-channel images only."""
-    if a.ndim == 3:
+    """paq8px -8 on the set tiled into one PBM (binary), PGM (8-bit grey) or PPM (colour)
+    image: its image models recognise the header."""
+    if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
-    head = pbm_bytes(a) if binary else f"P5\n{a.shape[1]} {a.shape[0]}\n255\n".encode() + \
-        np.ascontiguousarray(a, np.uint8).tobytes()
+    if binary:
+        head = pbm_bytes(a)
+    else:
+        magic = "P6" if a.ndim == 3 else "P5"
+        head = f"{magic}\n{a.shape[1]} {a.shape[0]}\n255\n".encode() + \
+            np.ascontiguousarray(a, np.uint8).tobytes()
     (tmp / "in.pnm").write_bytes(head)
     _tool([paq8px_path(), PAQ8PX_LEVEL, "in.pnm", "out.paq8px216"], tmp)
     return (tmp / "out.paq8px216").read_bytes()
@@ -238,7 +242,9 @@ def paq8px_decode(data, binary, channels, tmp: Path):
     if binary:
         return pbm_array(raw)
     magic, w, h, _, rest = raw.split(maxsplit=4)
-    return np.frombuffer(rest, np.uint8)[: int(w) * int(h)].reshape(int(h), int(w))
+    c = 3 if magic == b"P6" else 1
+    x = np.frombuffer(rest, np.uint8)[: int(w) * int(h) * c]
+    return x.reshape(int(h), int(w), 3) if c == 3 else x.reshape(int(h), int(w))
 
 
 # ----- stream codecs: bytes <-> bytes -----
@@ -372,7 +378,7 @@ PEERS: tuple[Peer, ...] = (
     Peer("zstd -22", "stream", _zstd(0), _zstd(1), _zstd_missing,
          settings="--ultra -22 with checksum (zstandard module, else the zstd CLI)"),
     Peer("paq8px -8", "image", paq8px_encode, paq8px_decode, _paq8px_missing,
-         forms=("whole-set",), uses_tmp=True, settings="paq8px v216 -8, tiled PBM/PGM"),
+         forms=("whole-set",), uses_tmp=True, settings="paq8px v216 -8, tiled PBM/PGM/PPM"),
     Peer("zpaq -m5", "stream", zpaq_encode, zpaq_decode, _tools("zpaq"), forms=("whole-set",),
          uses_tmp=True, settings="zpaq 7 a -m5 -t1 (context mixing)"),
     Peer("lrzip -z", "stream", lrzip_encode, lrzip_decode, _tools("lrzip"),

@@ -19,7 +19,6 @@ import numpy as np
 from acnzip.api import compress, decompress
 
 ORDERS = ("set", "keep", "tour")
-LN2 = float(np.log(2))
 
 
 def measure(images: np.ndarray, order: str, tmp: Path, decode: bool = True) -> dict:

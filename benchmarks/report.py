@@ -13,10 +13,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from acnzip.runtime import LN2
+
 __all__ = ["LN2", "rates", "write_report", "markdown", "plot", "acnzip_parts_bits",
            "REQUIRED_KEYS", "ROW_KEYS"]
 
-LN2 = math.log(2)
 REQUIRED_KEYS = ("schema", "name", "dataset", "split", "n_images", "image_shape", "binary",
                  "dims_per_image", "quick", "machine", "wall_seconds", "acnzip", "bound",
                  "methods", "notes")

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acnzip.runtime import machine as runtime_machine, torch_session
+
 from .peers import run_peers
 from .report import SCHEMA, rates, write_report
 
@@ -121,7 +123,7 @@ def forward_pass_seconds(model: Path, npy: Path, batch: int, threads: int) -> di
     logits at z = c + noise) over all images, after one untimed warm-up batch."""
     from acnzip.data import load_dataset
     from acnzip.modelfile import load_model
-    torch.set_num_threads(threads)
+    torch_session(threads)
     acn = load_model(model).model
     pixels = torch.from_numpy(load_dataset(npy).model_pixels())          # (N, C, H, W) uint8
     gen = torch.Generator().manual_seed(0)
@@ -180,9 +182,7 @@ def machine() -> dict:
     """Where the timings were taken (load average included: other jobs slow everything)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     cpus = os.cpu_count()
-    return {"platform": platform.platform(), "processor": platform.processor() or "cpu",
-            "cpus": cpus, "python": platform.python_version(), "torch": torch.__version__,
-            "load_average_1min_at_start": load[0] if load else None,
+    return {**runtime_machine(), "load_average_1min_at_start": load[0] if load else None,
             "summary": f"{platform.machine()}, {cpus} CPUs, Python "
                        f"{platform.python_version()}, torch {torch.__version__}"
                        + (f", load average {load[0]:.1f} at start" if load else "")}

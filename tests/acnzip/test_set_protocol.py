@@ -27,7 +27,7 @@ def test_set_batches_cover_the_images(n):
     assert sizes[0] == 1 and sizes[-1] == 1
 
 
-@pytest.mark.parametrize("order", ["set", "keep"])
+@pytest.mark.parametrize("order", ["set", "keep", "tour"])
 @pytest.mark.parametrize("images", [
     digits(1), digits(2), np.zeros((5, 28, 28), np.uint8),
     np.concatenate([digits(20), digits(4), np.zeros((3, 28, 28), np.uint8)]),  # duplicates

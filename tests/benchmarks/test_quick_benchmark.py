@@ -149,3 +149,14 @@ def test_paq8px_peer_round_trips_tiled_images_where_it_runs(binary):
         return
     assert r.available and r.lossless and r.total_bytes > 0, r
     assert not run_peer(paq, images, binary, "per-image").available      # whole set only
+
+
+def test_paq8px_peer_round_trips_colour_images_where_it_runs():
+    from benchmarks.peers import paq8px_path
+    paq = [p for p in PEERS if p.method.startswith("paq8px")][0]
+    images = np.random.default_rng(2).integers(0, 256, (6, 8, 5, 3), dtype=np.uint8)
+    r = run_peer(paq, images, False, "whole-set")
+    if paq8px_path() is None:
+        assert not r.available
+        return
+    assert r.available and r.lossless and r.total_bytes > 0, r
