@@ -28,7 +28,7 @@ __all__ = ["Bernoulli", "Categorical", "DiscretisedGaussian", "DiscretisedMixtur
            "DiscretisedDiagonalMixture", "Uniform", "BERNOULLI_P_MIN", "CATEGORICAL_FLOOR",
            "coded_bits"]
 
-_model = constriction.stream.model
+_models = constriction.stream.model
 
 BERNOULLI_P_MIN = 2.0 ** -16   # p is clamped to [P_MIN, 1 - P_MIN]: a sure pixel costs 2.2e-5 bits
 CATEGORICAL_FLOOR = 2.0 ** -16  # probs -> (1 - F) probs + F / K: every symbol stays codable
@@ -74,10 +74,10 @@ class Bernoulli(Codec):
 
     def push(self, stack: AnsStack, symbols) -> None:
         x = _check_symbols(symbols, self.shape, 0, 1)
-        stack.push(x, _model.Bernoulli(perfect=False), self.p.ravel())
+        stack.push(x, _models.Bernoulli(perfect=False), self.p.ravel())
 
     def pop(self, stack: AnsStack) -> np.ndarray:
-        return stack.pop(_model.Bernoulli(perfect=False), self.p.ravel()).reshape(self.shape)
+        return stack.pop(_models.Bernoulli(perfect=False), self.p.ravel()).reshape(self.shape)
 
     def info_bits(self, symbols) -> np.ndarray:
         x = _check_symbols(symbols, self.shape, 0, 1)
@@ -114,10 +114,10 @@ class Categorical(Codec):
     def push(self, stack, symbols) -> None:
         k = self.probs.shape[-1]
         x = _check_symbols(symbols, self.shape, self.offset, self.offset + k - 1)
-        stack.push(np.asarray(x) - self.offset, _model.Categorical(perfect=False), self._table())
+        stack.push(np.asarray(x) - self.offset, _models.Categorical(perfect=False), self._table())
 
     def pop(self, stack) -> np.ndarray:
-        out = stack.pop(_model.Categorical(perfect=False), self._table())
+        out = stack.pop(_models.Categorical(perfect=False), self._table())
         return (out.astype(np.int64) + self.offset).reshape(self.shape)
 
     def info_bits(self, symbols) -> np.ndarray:
@@ -144,7 +144,7 @@ class DiscretisedGaussian(Codec):
 
     def _model(self):
         s = self.grid.half_bins
-        return _model.QuantizedGaussian(-s, s)
+        return _models.QuantizedGaussian(-s, s)
 
     def push(self, stack, symbols) -> None:
         s = self.grid.half_bins
@@ -238,12 +238,12 @@ class Uniform(Codec):
         x = np.asarray(symbols)
         if x.shape != self.shape or (x.size and (x.min() < 0 or np.any(x >= self.size))):
             raise CodecError("Uniform symbols must lie in [0, size)")
-        stack.push(x.ravel()[self._coded], _model.Uniform(),
+        stack.push(x.ravel()[self._coded], _models.Uniform(),
                    self.size.ravel()[self._coded].astype(np.int32))
 
     def pop(self, stack) -> np.ndarray:
         out = np.zeros(self.size.size, dtype=np.int64)
-        out[self._coded] = stack.pop(_model.Uniform(),
+        out[self._coded] = stack.pop(_models.Uniform(),
                                      self.size.ravel()[self._coded].astype(np.int32))
         return out.reshape(self.shape)
 
