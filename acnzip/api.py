@@ -26,6 +26,7 @@ from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
 from .modelfile import MODELS, ModelFile, check_fits, default_model_path, load_model
+from .nn.integer import IntegerACN, calibrate, calibration_rows, scale_names
 from .order import PermutationCodec
 from .runtime import LN2, machine, torch_session
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
@@ -44,10 +45,12 @@ class CompressError(AcnzipError):
     """A one-line reason why compress/decompress cannot proceed (nothing has been written)."""
 
 
-def _coder(mf: ModelFile, grid: BinGrid, threads: int) -> Coder:
+def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None) -> Coder:
+    """The shared computations; with `scales` the integer-exact (portable) ones."""
     torch_session(threads)
     g = mf.gmm
-    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid)
+    integer = IntegerACN(mf.model, scales, grid.width) if scales is not None else None
+    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer)
 
 
 def grid_for(codes: np.ndarray, width: float = BinGrid.width, margin: float = 8.0) -> BinGrid:
@@ -81,6 +84,7 @@ class Report:
     j_bits: float = 0.0         # --order set: which held image's prior, log2 |held| each
     j_back_bits: float = 0.0    # --order set: returned by q(j | z)
     choice_back_bits: float = 0.0   # --order set: returned by the multiset choices
+    portable: bool = False      # integer-exact networks and tables (decodes on any machine)
 
     def as_dict(self) -> dict:
         n, sec = self.n_images, self.sections
@@ -112,6 +116,7 @@ class Report:
             "chains": self.chains, "encode_seconds": self.encode_seconds,
             "model_name": self.model["name"], "model_sha256": self.model["sha256"],
             "model_from": self.model["from"], "images_renamed": self.images_renamed,
+            "portable": self.portable,
         }
 
 
@@ -126,9 +131,13 @@ def _is_shipped(path: Path) -> bool:
 
 def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
              order: str = "keep", embed_model: bool = False, force: bool = False,
-             chains: int | None = None, threads: int = 1, quiet: bool = False) -> dict:
+             chains: int | None = None, threads: int = 1, quiet: bool = False,
+             portable: bool = True) -> dict:
     """Compress DATA into the archive `out`; returns the report dict (Report.as_dict).
 
+    `portable` (--order keep and set): integer-exact networks and tables, so the archive
+    decodes on any machine; otherwise float32, decodable only where the computation is
+    repeated bit for bit (checked with a fingerprint). --order tour is always float.
     Images are coded; every other file of a folder (and every other array of a .npz) is kept
     byte for byte. The archive is validated with the reader's own header checks before it
     is written, and written atomically.
@@ -164,12 +173,16 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     else:
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
+        if portable:
+            rows = calibration_rows(n)
+            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width)
+            coder = _coder(mf, BinGrid(), threads, scales)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
             for i in range(0, n, 256):                   # per image: see SetTables
                 tick(len(tables.add(torch.from_numpy(pixels[i:i + 256]))))
-            coder = tables.coder = _coder(mf, grid_for(tables.codes), threads)
+            coder = tables.coder = coder.with_grid(grid_for(tables.codes))
             w = BASE_WEIGHT
             codec = AssociativeDataset(coder, n, order == "set", SET_BATCH, SET_NEIGHBOURS, w,
                                        tick)
@@ -179,7 +192,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                 lambda: (bar.reset(), tick(n), setattr(codec, "costs", SetCosts())))
         costs = codec.costs
         layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
-        probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
+        if portable:                 # the model hash and the scales decide every table
+            layout_info["portable"] = {"scales": scales}
+            probe = None
+        else:
+            probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
         kl_tour = None
 
     model_sha = hashlib.sha256(model_blob).hexdigest()
@@ -190,8 +207,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         "order": order, **layout_info, "seed_words": words,
         "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
         "threads": threads,
-        "model_sha256": model_sha, "model_name": model_path.name, "fingerprint": probe,
-        "versions": _versions(),
+        "model_sha256": model_sha, "model_name": model_path.name,
+        **({"fingerprint": probe} if probe else {}), "versions": _versions(),
         "other_files": {"count": len(ds.other_files),
                         "bytes": sum(len(c) for _, c in ds.other_files)},
     }
@@ -214,7 +231,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                     len(layout_info.get("chain_lengths", [])),
                     {"name": model_path.name, "sha256": model_sha, "from": where}, renamed,
                     getattr(costs, "j_bits", 0.0), getattr(costs, "j_back_bits", 0.0),
-                    getattr(costs, "choice_back_bits", 0.0))
+                    getattr(costs, "choice_back_bits", 0.0), coder.portable)
     return report.as_dict()
 
 
@@ -291,16 +308,23 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     mf, what = _load_for_archive(archive, model)
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
-    coder = _coder(mf, grid, threads or h["threads"])
+    scales = h["portable"]["scales"] if "portable" in h else None
+    if scales is not None and set(scales) != scale_names(mf.config):
+        raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
+                           "damaged or was made with another model")
+    coder = _coder(mf, grid, threads or h["threads"], scales)
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
-    if batched:
+    if scales is not None:
+        w = h["base_weight"]                           # portable: nothing machine-dependent
+        probe = None
+    elif batched:
         w = h.get("base_weight", 0.0)                  # v2 "set": no base
         probe = fingerprint_set(coder, max(set_batches(n, h["batch"])), h["neighbours"], w)
     else:
         layout = Layout(np.asarray(h["chain_lengths"], dtype=np.int64))
         probe = fingerprint(coder, layout.lengths.size)
-    if probe != h["fingerprint"]:
+    if probe != h.get("fingerprint"):
         raise CompressError(
             f"this machine computes {what} differently from the one that wrote the archive "
             f"(fingerprint mismatch; written with {h['threads']} thread(s), torch "

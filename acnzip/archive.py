@@ -48,13 +48,14 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
 _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           2: struct.Struct("<4sHHIIQQQ"),     # 40 bytes + CRC
-          3: struct.Struct("<4sHHIIQQQ")}
+          3: struct.Struct("<4sHHIIQQQ"),
+          4: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -266,10 +267,29 @@ def associative(order: str, version: int) -> bool:
     return (order == "set" and version >= 2) or (order == "keep" and version >= 3)
 
 
+_SCALE_NAME = re.compile(r"[a-z_]{1,16}[0-9]{0,4}")
+
+
+def _check_portable(p) -> None:
+    """'portable': {"scales": {name: positive number}}: the integer networks' activation
+    scales (nn/integer.py); which names a model needs is checked against the model."""
+    scales = p.get("scales") if isinstance(p, dict) and set(p) == {"scales"} else None
+    if not (isinstance(scales, dict) and len(scales) <= 4096
+            and all(isinstance(k, str) and _SCALE_NAME.fullmatch(k) for k in scales)
+            and all(_is_num(v) and 1e-30 < v < 1e30 for v in scales.values())):
+        _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}}")
+
+
 def check_header(h: dict, archive: Archive) -> None:
     """Validate the JSON header against the schema (docs/format.md), with every size bounded
     (LIMITS); ArchiveError naming the first field that is wrong."""
-    for key in ("acnzip_version", "mode", "model_sha256", "fingerprint", "order"):
+    portable = "portable" in h
+    if portable:
+        if archive.version < 4:
+            _fail("'portable' needs format version 4")
+        _check_portable(h["portable"])
+    for key in ("acnzip_version", "mode", "model_sha256", "order") + \
+            (() if portable else ("fingerprint",)):
         _text(h.get(key), repr(key))
     if "model_name" in h or archive.version >= 2:
         name = _text(h.get("model_name"), "'model_name'")
@@ -322,8 +342,10 @@ def check_header(h: dict, archive: Archive) -> None:
               f"{LIMITS.max_grid_bins} bins")
     if len(h["model_sha256"]) != 64 or not _HEX.fullmatch(h["model_sha256"]):
         _fail("'model_sha256' must be 64 hex digits")
-    if len(h["fingerprint"]) != 32 or not _HEX.fullmatch(h["fingerprint"]):
+    if not portable and (len(h["fingerprint"]) != 32 or not _HEX.fullmatch(h["fingerprint"])):
         _fail("'fingerprint' must be 32 hex digits")
+    if portable and not associative(h["order"], archive.version):
+        _fail("portable archives are coded with --order keep or set")
     versions = h.get("versions")
     if not (isinstance(versions, dict) and len(versions) <= 16
             and all(isinstance(v, str) and len(v) <= LIMITS.max_text for v in versions.values())

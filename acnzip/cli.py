@@ -235,6 +235,11 @@ _threads_option = click.option(
                    "coded against the images before it (associative prior). set: the dataset "
                    "as a set, in any order (multiset bits-back: the order costs nothing; "
                    "smallest). tour: the ACN paper's greedy tour, chained, as a set.")
+@click.option("--portable/--float", default=True, show_default=True,
+              help="portable: integer-exact networks and tables, so the archive decodes "
+                   "identically on any CPU, thread count or torch build. float: float32 "
+                   "networks; the archive decodes only where they compute the same bits "
+                   "(checked; refused elsewhere). --order tour is always float.")
 @click.option("--embed-model", is_flag=True,
               help="Store the model in the archive (self-contained; its bytes are counted).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="R.json",
@@ -246,8 +251,8 @@ _threads_option = click.option(
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the whole report.")
 @user_errors
-def compress(data, out_arg, output, model, order, embed_model, report, chains, threads, force,
-             quiet, verbose):
+def compress(data, out_arg, output, model, order, portable, embed_model, report, chains, threads,
+             force, quiet, verbose):
     """Compress the images in DATA into one archive.
 
     DATA is a folder (searched recursively) or a .npy/.npz uint8 array (N, H, W) or
@@ -265,7 +270,7 @@ def compress(data, out_arg, output, model, order, embed_model, report, chains, t
     if report:
         check_output(report, force)
     r = run(data, out, model=model, order=order, embed_model=embed_model, force=force,
-            chains=chains, threads=threads or 1, quiet=quiet)
+            chains=chains, threads=threads or 1, quiet=quiet, portable=portable)
     if report:
         atomic_write_bytes(report, (json.dumps(r, indent=2) + "\n").encode())
     if r["model_from"] == "file":
@@ -295,7 +300,9 @@ def _summary(r: dict, data, out: Path) -> str:
     lines.append(f"  {r['bits_per_dim']:.4f} bits per pixel value ({r['nats_per_image']:.2f} "
                  f"nats/image); the model's bound {r['bound_nats_per_image']:.2f}; fixed cost "
                  f"per archive {r['fixed_cost_bytes']:,} bytes; model {r['model_name']} "
-                 f"({r['model_from']})")
+                 f"({r['model_from']}); "
+                 + ("portable" if r["portable"] else "float: decodes only where the model "
+                    "computes the same float32 bits"))
     return "\n".join(lines)
 
 
@@ -359,7 +366,9 @@ def info(archive, as_json):
     click.echo(f"  model {h.get('model_name', '(name not recorded)')} ({needs}), sha256 "
                f"{h['model_sha256']}")
     click.echo(f"  written by acnzip {h['acnzip_version']}, torch {h['versions']['torch']}, "
-               f"{h['threads']} thread(s); format version {h['format_version']}")
+               f"{h['threads']} thread(s); format version {h['format_version']}; "
+               + ("portable (integer-exact: decodes on any machine)" if "portable" in h else
+                  "float (decodes where the model computes the same float32 bits)"))
 
 
 @main.command("eval")

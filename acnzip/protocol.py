@@ -31,8 +31,11 @@ import torch
 from codec import (AnsStack, Bernoulli, BitsBack, Categorical, Codec, DEFAULT_GRID, BinGrid,
                    DiscretisedDiagonalMixture, DiscretisedGaussian, DiscretisedMixture,
                    StackUnderflowError)
+from codec import exactmath
 from codec.associative import AssociativePrior, nearest
 from codec.multiset import Multiset
+from codec.portable import PortableDiagonalMixture, PortableGaussian, PortableMixture
+from .nn.integer import IntegerACN, bernoulli_p, softmax_weights
 from .nn.stepper import PixelStepper
 
 __all__ = ["chain_lengths", "default_chains", "seed_words", "fingerprint", "Coder", "Costs", "Layout",
@@ -82,13 +85,46 @@ def _significant(weights: np.ndarray, means: np.ndarray, scales: np.ndarray):
 
 class Coder:
     """The computations Alice and Bob share: one object per (model, grid), used inside a
-    `runtime.torch_session` (threads and backend pinned)."""
+    `runtime.torch_session` (threads and backend pinned).
 
-    def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID):
+    `integer`: the model's integer-exact evaluation (nn/integer.py) for portable archives:
+    the networks, and every table built from their outputs (codec/portable.py), are then the
+    same on every machine. Without it the float32 networks and leaves.py tables are used,
+    exact only where the computation is repeated identically (the fingerprint checks that)."""
+
+    def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID,
+                 integer: IntegerACN | None = None):
         self.model, self.gmm, self.grid = model, gmm, grid
+        self.integer = integer
         cfg = model.config
         self.shape = (cfg.channels, cfg.height, cfg.width)
         self.binary = cfg.binary
+
+    @property
+    def portable(self) -> bool:
+        return self.integer is not None
+
+    def with_grid(self, grid: BinGrid) -> "Coder":
+        """The same coder on another latent grid."""
+        return Coder(self.model, self.gmm, grid, self.integer)
+
+    def base(self, n: int):
+        """The unconditional GMM p(z) for n latent rows (its tables computed once)."""
+        if getattr(self, "_base", None) is None:
+            w, mu, sc = self.gmm
+            leaf = PortableDiagonalMixture if self.portable else DiscretisedDiagonalMixture
+            self._base = leaf(w, mu, sc, 1, self.grid)
+        return self._base.for_rows(n)
+
+    def posterior(self, codes: np.ndarray):
+        """q(z | x) = N(c, I) on the grid for codes (R, D) float64."""
+        leaf = PortableGaussian if self.portable else DiscretisedGaussian
+        return leaf(codes, 1.0, self.grid)
+
+    def mixture(self, weights, means, scales):
+        """Per-dimension Gaussian mixtures (R, D, M) on the grid (significant components)."""
+        leaf = PortableMixture if self.portable else DiscretisedMixture
+        return leaf(*_significant(weights, means, scales), self.grid)
 
     # -- networks (float32, fixed batch composition) ------------------------------------------
     @torch.no_grad()
@@ -100,8 +136,7 @@ class Coder:
         """p(z | c_prev) for the active rows, or the unconditional GMM when prev is None."""
         n = int(active.sum())
         if prev_codes is None:
-            w, mu, sc = self.gmm
-            return DiscretisedDiagonalMixture(w, mu, sc, n, self.grid)
+            return self.base(n)
         with torch.no_grad():
             p = self.model.prior(prev_codes)                   # (B, D, M) each
         rows = torch.from_numpy(active)
@@ -122,14 +157,24 @@ class Coder:
 
     def pixel_codec(self, logits: torch.Tensor, active: np.ndarray):
         """The entropy model of one sub-pixel for the active rows, from its logits."""
+        if self.portable:
+            lg = logits[torch.from_numpy(active)]
+            return Bernoulli(bernoulli_p(lg)) if self.binary \
+                else Categorical(softmax_weights(lg), exact=True)
         lg = logits[torch.from_numpy(active)].double().numpy()
         if self.binary:
             return Bernoulli(1.0 / (1.0 + np.exp(-lg)))
         lg = lg - lg.max(axis=1, keepdims=True)
         return Categorical(np.exp(lg))
 
-    def stepper(self, z: torch.Tensor) -> PixelStepper:
-        return PixelStepper(self.model.decoder, z, self.shape[1], self.shape[2])
+    def stepper(self, z_bins: np.ndarray, active: np.ndarray):
+        """The cached PixelCNN for latent bins (R, D) of the active rows (zeros elsewhere)."""
+        if self.portable:
+            z = np.zeros((active.size, z_bins.shape[1]), dtype=np.int64)
+            z[active] = z_bins
+            return self.integer.stepper(z, self.shape[1], self.shape[2])
+        return PixelStepper(self.model.decoder, self.z_tensor(z_bins, active), self.shape[1],
+                            self.shape[2])
 
 
 @dataclass
@@ -185,7 +230,7 @@ def push_pixels(coder: Coder, x: torch.Tensor, z_bins: np.ndarray, active: np.nd
         coded.append((logits, x[rows, g, r, c].numpy()))
         return x[:, g, r, c]
 
-    coder.stepper(coder.z_tensor(z_bins, active)).run(teacher)
+    coder.stepper(z_bins, active).run(teacher)
     bits = 0.0
     for logits, values in reversed(coded):    # Bob pops them in raster order
         codec = coder.pixel_codec(logits, active)
@@ -204,7 +249,7 @@ def pop_pixels(coder: Coder, z_bins: np.ndarray, active: np.ndarray,
             coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
         return values
 
-    return coder.stepper(coder.z_tensor(z_bins, active)).run(decode).to(torch.uint8)
+    return coder.stepper(z_bins, active).run(decode).to(torch.uint8)
 
 
 def encode_dataset(coder: Coder, images: np.ndarray, tour: np.ndarray, layout: Layout,
@@ -268,7 +313,7 @@ def fingerprint(coder: Coder, rows: int) -> str:
         h.update(logits.numpy().tobytes())
         return x[:, g, r, c]
 
-    coder.stepper(coder.z_tensor(z, active)).run(teacher)
+    coder.stepper(z, active).run(teacher)
     return h.hexdigest()[:32]
 
 
@@ -348,9 +393,20 @@ class PixelCodec(Codec):
         return pop_pixels(self.coder, self.z_bins, self.active, stack)
 
 
+def _sum_last(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, entry by entry in index order (elementwise additions: the same
+    rounding on every machine, unlike a vectorised reduction)."""
+    out = a[..., 0].copy()
+    for i in range(1, a.shape[-1]):
+        out += a[..., i]
+    return out
+
+
 class SetTables:
     """Per-image network outputs: codes (N, D) float32 and prior mixtures (N, D, M) float64,
-    each computed with a batch of one image, so they do not depend on batch composition."""
+    each independent of which images share a batch: the float networks run one image at a
+    time; the integer networks of a portable coder are exact for any batch, so they run
+    batched."""
 
     def __init__(self, coder: "Coder", d: int, m: int, capacity: int):
         self.coder = coder
@@ -364,7 +420,12 @@ class SetTables:
     def add(self, x: torch.Tensor) -> np.ndarray:
         """Append the images x (B, C, H, W) uint8; returns their rows."""
         rows = np.arange(self.size, self.size + len(x))
-        for r, img in zip(rows, x):
+        net = self.coder.integer
+        if net is not None:
+            bins = net.code_bins(x)
+            self.codes[rows] = bins * net.code_width
+            self.w[rows], self.mu[rows], self.sc[rows] = net.prior_params(bins)
+        for r, img in zip(rows, x if net is None else ()):
             c = self.coder.model.encoder(img[None].contiguous())       # (1, D)
             p = self.coder.model.prior(c)
             self.codes[r] = c[0].numpy()
@@ -373,17 +434,22 @@ class SetTables:
         self.size += len(x)
         return rows
 
-    def mixture(self, rows: np.ndarray) -> DiscretisedMixture:
+    def mixture(self, rows: np.ndarray):
         """p(z | c_row) for each row, as the coder tabulates it (significant components)."""
-        return DiscretisedMixture(*_significant(self.w[rows], self.mu[rows], self.sc[rows]),
-                                  self.coder.grid)
+        return self.coder.mixture(self.w[rows], self.mu[rows], self.sc[rows])
 
     def score(self, z_bins: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """log p(z | c_row) + D/2 log(2 pi), (B, K), float64: the mixture density at the bin
-        centres, elementwise in a fixed order."""
+        centres, elementwise in a fixed order (with codec.exactmath for a portable coder)."""
         z = self.coder.grid.value(z_bins)[:, None, :, None]               # (B, 1, D, 1)
         sc = self.sc[rows]
         u = (z - self.mu[rows]) / sc
+        if self.coder.portable:
+            log, exp = exactmath.log, exactmath.exp
+            a = log(np.maximum(self.w[rows], 1e-300)) - log(sc) - 0.5 * u * u
+            top = a.max(axis=-1, keepdims=True)
+            lse = top[..., 0] + log(_sum_last(exp(a - top)))               # (B, K, D)
+            return _sum_last(lse)
         a = np.log(np.maximum(self.w[rows], 1e-300)) - np.log(sc) - 0.5 * u * u
         top = a.max(axis=-1, keepdims=True)
         lse = top[..., 0] + np.log(np.exp(a - top).sum(axis=-1))         # (B, K, D)
@@ -397,12 +463,15 @@ class SetTables:
         w, mu, sc = self.coder.gmm
         z = self.coder.grid.value(z_bins)[:, None, :]                     # (B, 1, D)
         u = (z - mu) / sc
-        per_dim = -np.log(sc) - 0.5 * u * u                               # (B, K, D)
-        a = np.log(np.maximum(w, 1e-300)) + np.zeros(per_dim.shape[:2])
+        portable = self.coder.portable
+        log, exp = (exactmath.log, exactmath.exp) if portable else (np.log, np.exp)
+        per_dim = -log(sc) - 0.5 * u * u                                  # (B, K, D)
+        a = log(np.maximum(w, 1e-300)) + np.zeros(per_dim.shape[:2])
         for d in range(per_dim.shape[2]):
             a += per_dim[:, :, d]
         top = a.max(axis=1)
-        return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
+        rest = exp(a - top[:, None])
+        return top + log(_sum_last(rest) if portable else rest.sum(axis=1))
 
 
 def associative_prior(tables: SetTables, held: np.ndarray, n: int, k: int,
@@ -411,12 +480,11 @@ def associative_prior(tables: SetTables, held: np.ndarray, n: int, k: int,
     with weight w and the uniform mixture over the held images' p(z | c_j) (the GMM alone when
     nothing is held)."""
     coder = tables.coder
-    w, mu, sc = coder.gmm
     return AssociativePrior(
         tables.codes[held], lambda j: tables.mixture(held[j]),
         lambda z, cand: tables.score(z, held[cand]), k, n, to_point=coder.grid.value,
-        base=lambda r: DiscretisedDiagonalMixture(w, mu, sc, r, coder.grid),
-        base_score=tables.base_score, base_weight=base_weight)
+        base=coder.base, base_score=tables.base_score, base_weight=base_weight,
+        exact=coder.portable)
 
 
 @dataclass
@@ -452,11 +520,9 @@ class AssociativeDataset(Codec):
              rows: np.ndarray | None = None) -> BitsBack:
         """One batch: BitsBack(associative prior, pixels | z, q(z | x)). `rows`: the batch's
         table rows when they are known (Alice); otherwise the decoded images are added."""
-        grid = self.coder.grid
-
         def posterior(x):
             r = rows if rows is not None else tables.add(x)
-            return DiscretisedGaussian(tables.codes[r].astype(np.float64), 1.0, grid)
+            return self.coder.posterior(tables.codes[r].astype(np.float64))
 
         return BitsBack(associative_prior(tables, held, size, self.k, self.base_weight),
                         lambda z: PixelCodec(self.coder, z), posterior)
@@ -566,5 +632,5 @@ def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS,
         h.update(logits.numpy().tobytes())
         return x[:, g, r, c]
 
-    coder.stepper(coder.z_tensor(z, active)).run(teacher)
+    coder.stepper(z, active).run(teacher)
     return h.hexdigest()[:32]

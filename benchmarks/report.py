@@ -78,7 +78,7 @@ def _acnzip_md(res: dict) -> list[str]:
            "| recon nats | header bytes | encode s | decode s | decode / forward |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fwd = a.get("forward_pass", {})
-    for order in [o for o in ("set", "keep", "tour") if o in a]:
+    for order in [o for o in ("set", "keep", "tour", "set-float") if o in a]:
         r = a[order]
         out.append(f"| {order} | {r['nats_per_image']:.2f} | {r['bound_nats_per_image']:.2f} | "
                    f"{r['payload_over_bound_pct']:.2f} | "
@@ -163,7 +163,7 @@ def _bars(res: dict) -> list[dict]:
     bars = []
     a = res["acnzip"]
     if a.get("available"):
-        for order in [o for o in ("set", "keep", "tour") if o in a]:
+        for order in [o for o in ("set", "keep", "tour", "set-float") if o in a]:
             bars.append({"label": f"acnzip --order {order}", "bits": a[order]["bits_per_image"],
                          "parts": acnzip_parts_bits(a[order])})
     peers = [r for r in res["methods"] if r["available"] and r["method"] != "acnzip"]

@@ -3,8 +3,9 @@
     python -m benchmarks.run --dataset binarized_mnist --split test [--quick] [--n N]
                              [--model M] [--threads 1] [--out benchmarks/results]
 
-In one process: acnzip compress + decompress with --order set and --order keep (each decoded
-and compared: keep position by position, set as a multiset of images); Table 2 of the set
+In one process: acnzip compress + decompress with --order set, keep and tour (portable, the
+default, for set and keep) and set --float (each decoded in a new process and compared: keep
+position by position, the others as a multiset of images); Table 2 of the set
 (acnzip.evaluate.table2); one batched full forward pass of the networks over the same images
 (the yardstick for decode speed); every peer of benchmarks.peers. Writes <name>.json/.md/.png
 (benchmarks.report), name = <dataset>-<split>[-quick|-nN].
@@ -49,7 +50,9 @@ NOTES = {
 }
 
 
-ORDERS = ("set", "keep", "tour")     # acnzip --order modes, each measured
+# acnzip modes, each measured: the orders (set and keep portable, the default) and set with
+# --float (the float32 networks: what portability costs)
+ORDERS = ("set", "keep", "tour", "set-float")
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -100,8 +103,8 @@ def run_acnzip_order(npy: Path, images: np.ndarray, model: Path, order: str, thr
     verified pixel for pixel."""
     from acnzip.api import compress
     archive = tmp / f"set-{order}.acn"
-    rep = compress(npy, archive, model=model, order=order, force=True, threads=threads,
-                   quiet=True)
+    rep = compress(npy, archive, model=model, order=order.split("-")[0], force=True,
+                   threads=threads, quiet=True, portable=not order.endswith("-float"))
     code = ("import json, sys; from acnzip.api import decompress; "
             "print(json.dumps(decompress(sys.argv[1], sys.argv[2], model=sys.argv[3], "
             "force=True, quiet=True)))")

@@ -3,6 +3,7 @@
 A codec is a push/pop pair on an `AnsStack` (see core.py for decode order); leaves.py holds the
 entropy models, grid.py the latent bin grid. Nothing here knows about images or networks.
 """
+from . import exactmath
 from .associative import AssociativePrior, nearest
 from .core import BitsBack, Codec, Dependent, Serial
 from .grid import DEFAULT_GRID, BinGrid
@@ -11,6 +12,6 @@ from .leaves import (Bernoulli, Categorical, DiscretisedDiagonalMixture, Discret
 from .multiset import Multiset
 from .stack import WORD_BITS, AnsStack, CodecError, StackUnderflowError
 
-__all__ = ["AnsStack", "AssociativePrior", "Multiset", "nearest", "BinGrid", "DEFAULT_GRID", "Bernoulli", "BitsBack", "Categorical",
+__all__ = ["AnsStack", "AssociativePrior", "exactmath", "Multiset", "nearest", "BinGrid", "DEFAULT_GRID", "Bernoulli", "BitsBack", "Categorical",
            "Codec", "CodecError", "Dependent", "DiscretisedDiagonalMixture", "DiscretisedGaussian", "DiscretisedMixture",
            "Serial", "StackUnderflowError", "Uniform", "WORD_BITS", "sanitise_table"]

@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import exactmath
 from .core import Codec
 from .leaves import Categorical, Uniform
 from .stack import AnsStack, CodecError
@@ -76,7 +77,9 @@ class AssociativePrior(Codec):
     component(j): the codec of rows z given items j (R,); score(z, cand): (R, K) log-densities
     of rows z under the candidates cand (R, K), up to a constant shared with base_score;
     k: candidates per row; n: rows per push/pop. base(r): the base prior's codec for r rows,
-    base_score(z): (R,) its log-density on the same scale; base_weight: w.
+    base_score(z): (R,) its log-density on the same scale; base_weight: w. exact: q and the
+    flags from codec.exactmath with integer-normalised tables, the same on every machine
+    (for portable scores and components).
     """
 
     def __init__(self, anchors: np.ndarray, component: Callable[[np.ndarray], Codec],
@@ -84,7 +87,7 @@ class AssociativePrior(Codec):
                  to_point: Callable[[np.ndarray], np.ndarray] = lambda z: z,
                  base: Callable[[int], Codec] | None = None,
                  base_score: Callable[[np.ndarray], np.ndarray] | None = None,
-                 base_weight: float = 0.0):
+                 base_weight: float = 0.0, exact: bool = False):
         self.anchors, self.component, self.score = anchors, component, score
         self.k, self.n, self.to_point = k, n, to_point
         self.h = len(anchors)
@@ -94,7 +97,9 @@ class AssociativePrior(Codec):
                 or (self.h and self.w == 1.0):
             raise CodecError("an associative prior needs held items, a base, or both, "
                              "with a base weight in [0, 1)")
-        self.flags = Categorical(np.tile([self.w, 1.0 - self.w], (n, 1))) \
+        self.exact = exact
+        self.log, self.exp = (exactmath.log, exactmath.exp) if exact else (np.log, np.exp)
+        self.flags = Categorical(np.tile([self.w, 1.0 - self.w], (n, 1)), exact=exact) \
             if 0.0 < self.w < 1.0 else None
         self.last: PriorCosts | None = None
 
@@ -104,16 +109,17 @@ class AssociativePrior(Codec):
         parts, logits = [], []
         if self.w > 0:
             parts.append(np.full((len(z), 1), -1, dtype=np.int64))
-            logits.append(np.log(self.w) + self.base_score(z)[:, None])
+            logits.append(self.log(self.w) + self.base_score(z)[:, None])
         if self.h:
             cand = nearest(self.to_point(z), self.anchors, self.k)
             parts.append(cand)
-            logits.append(np.log((1.0 - self.w) / self.h) + self.score(z, cand))
+            logits.append(self.log((1.0 - self.w) / self.h) + self.score(z, cand))
         options = np.concatenate(parts, axis=1)
         if options.shape[1] == 1:
             return options, None
         a = np.concatenate(logits, axis=1)
-        return options, Categorical(np.exp(a - a.max(axis=1, keepdims=True)))
+        return options, Categorical(self.exp(a - a.max(axis=1, keepdims=True)),
+                                    exact=self.exact)
 
     def push(self, stack: AnsStack, z) -> None:
         z = np.asarray(z)

@@ -16,10 +16,13 @@ symbol costs about 24 bits, not the hundreds its float probability says). All mo
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import constriction
 
 from .core import Codec
+from .exactmath import exact_table
 from .grid import BinGrid, DEFAULT_GRID
 from .normal import normal_bin_masses
 from .stack import AnsStack, CodecError
@@ -98,13 +101,16 @@ def sanitise_table(probs: np.ndarray) -> np.ndarray:
 
 
 class Categorical(Codec):
-    """Symbols in [0, K) with an explicit probability table per symbol: probs (..., K)."""
+    """Symbols in [0, K) with an explicit probability table per symbol: probs (..., K).
 
-    def __init__(self, probs, offset: int = 0):
+    `exact`: normalise with `exactmath.exact_table` (integer sums) instead of `sanitise_table`
+    (float sums), so the same weights give the same table on every machine."""
+
+    def __init__(self, probs, offset: int = 0, exact: bool = False):
         probs = np.asarray(probs)
         if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
             raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
-        self.probs = sanitise_table(probs)
+        self.probs = exact_table(probs) if exact else sanitise_table(probs)
         self.shape = self.probs.shape[:-1]
         self.offset = offset  # symbol s is coded as table index s - offset
 
@@ -274,6 +280,12 @@ class DiscretisedDiagonalMixture(Codec):
         self.log_mass = np.log(np.maximum(mass, 1e-300))
         self.n, self.D, self.grid = n, d, grid
         self.shape = (n, d)
+
+    def for_rows(self, n: int) -> "DiscretisedDiagonalMixture":
+        """The same mixture for n vectors (shares the tables)."""
+        out = copy.copy(self)
+        out.n, out.shape = n, (n, self.D)
+        return out
 
     def _leaf(self, d: int, log_w: np.ndarray) -> Categorical:
         w = np.exp(log_w - log_w.max(axis=1, keepdims=True))               # (n, K)

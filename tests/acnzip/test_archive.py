@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from acnzip.archive import (Archive, ArchiveError, LIMITS, check_header, pack, pack_files,
+from acnzip.archive import (Archive, ArchiveError, FORMAT_VERSION, LIMITS, check_header, pack, pack_files,
                             pack_names, read_archive, section_sizes, unpack, unpack_files,
                             unpack_names, write_archive)
 from acnzip.atomic import (OutputExistsError, atomic_directory, check_output, write_folder)
@@ -53,7 +53,7 @@ def test_pack_unpack_roundtrip_and_sizes_add_up():
 def test_layout_is_as_documented():
     data = pack(ARCHIVE)
     assert data[:4] == b"\x89ACZ"
-    assert struct.unpack_from("<HH", data, 4) == (3, 0b10)
+    assert struct.unpack_from("<HH", data, 4) == (FORMAT_VERSION, 0b10)
     lh, ln, lf, lm, lp = struct.unpack_from("<IIQQQ", data, 8)
     assert (ln, lf, lm, lp) == (len(NAMES), 0, 0, 20) and len(data) == 44 + lh + ln + lp + 4
     assert struct.unpack_from("<I", data, 40)[0] == zlib.crc32(data[:40])
@@ -92,8 +92,8 @@ def _refix(data: bytearray) -> bytes:
 
 def test_unknown_version_and_reserved_flags_are_rejected():
     d = bytearray(pack(ARCHIVE))
-    struct.pack_into("<H", d, 4, 4)
-    with pytest.raises(ArchiveError, match="version 4 is not supported"):
+    struct.pack_into("<H", d, 4, FORMAT_VERSION + 1)
+    with pytest.raises(ArchiveError, match=f"version {FORMAT_VERSION + 1} is not supported"):
         unpack(_refix(d))
     d = bytearray(pack(ARCHIVE))
     struct.pack_into("<H", d, 6, 0b110)

@@ -1,10 +1,12 @@
 """Golden archives: format drift cannot pass silently.
 
 tests/acnzip/golden/ holds archives as hex text: format version 2 (written by acnzip before
---order keep moved to the associative protocol) must still decode to the same images, and
-today's archives of the same images must have exactly the pinned bytes (the version strings
-of the header aside, which change with every library upgrade). Made with the shipped binarized
-model, so the bytes are those of a real trained network on this machine's float32 kernels.
+--order keep moved to the associative protocol) and version 3 (float keep and set, before
+portable archives) must still decode to the same images, and today's archives of the same
+images must have exactly the pinned bytes (the version strings of the header aside, which
+change with every library upgrade). Made with the shipped binarized model. Today's portable
+archives (keep, set) must have the pinned bytes on every machine; the float ones (tour,
+set --float) are those of this machine's float32 kernels.
 """
 import hashlib
 from pathlib import Path
@@ -37,10 +39,11 @@ def _multiset(x: np.ndarray) -> list:
     return sorted(bytes(img) for img in x.reshape(len(x), -1))
 
 
-@pytest.mark.parametrize("order", ["keep", "set", "tour"])
-def test_format_version_2_archives_still_decode(tmp_path, order):
-    archive = _unhex(f"v2-{order}.hex", tmp_path)
-    assert read_archive(archive).version == 2
+@pytest.mark.parametrize("version, order", [(2, "keep"), (2, "set"), (2, "tour"), (3, "keep"),
+                                            (3, "set")])
+def test_older_format_versions_still_decode(tmp_path, version, order):
+    archive = _unhex(f"v{version}-{order}.hex", tmp_path)
+    assert read_archive(archive).version == version
     api.decompress(archive, tmp_path / "out", quiet=True)
     back, want = np.load(tmp_path / "out" / "d.npy"), golden_images()
     if order == "keep":
@@ -57,17 +60,19 @@ def pinned_bytes(archive: Path) -> bytes:
     return pack(a)
 
 
-PINNED_SHA256 = {   # format version 3, shipped binarized model, golden_images()
-    "keep": "878c6d6558a478b4fa8edc1c00d7d6e4c7314b17a700758b5d73d371aadd5d8a",
-    "set": "0ec620b97ad16fe92aad26b7d8e3cc5fca0d38012017529d7264a89b71b1c920",
-    "tour": "6208fc7afa0dfd4b28294a4d22a36fb13ce67e2181c0b2b802e3f8f65ffe4b7a",
+PINNED_SHA256 = {   # format version 4, shipped binarized model, golden_images()
+    "keep": "ce2edc0c5e309023e7812575b83e0709af52c7ccdc8fd8c75532596df0e2491f",
+    "set": "dc0ccf8d0699a64458c03542fb3d39d58cbf40aeb7d597bf5156a7c304bf74ad",
+    "tour": "f30766813cc209a999be1d1488c2af9cadbfcab9402fa042b34de694b23e238a",
+    "set-float": "25c77010ee89d7aca4d98cb9501a0052098f6c7385e325e5cd46f0fa01bbf35d",
 }
 
 
-@pytest.mark.parametrize("order", ["keep", "set", "tour"])
+@pytest.mark.parametrize("order", ["keep", "set", "tour", "set-float"])
 def test_todays_archives_have_the_pinned_bytes(tmp_path, order):
     np.save(tmp_path / "d.npy", golden_images())
-    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", order=order, quiet=True)
+    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", order=order.split("-")[0],
+                 portable=not order.endswith("float"), quiet=True)
     got = hashlib.sha256(pinned_bytes(tmp_path / "a.acn")).hexdigest()
     assert got == PINNED_SHA256[order], (
         f"--order {order} archives changed: a format change needs a new format version, "

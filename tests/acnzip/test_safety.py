@@ -1,6 +1,7 @@
 """Nothing a user owns is lost: whole folders round-trip, -f never removes foreign files, the
 model is named, and crafted input gets one line and exit status 1. Data are generated here,
 so these run on any clone."""
+import copy
 import json
 import os
 import random
@@ -217,6 +218,7 @@ def _mutations(h: dict, rng: random.Random):
               "../../etc/passwd", "\x00", [], [1] * 10_000, {}, {"kind": "npz"}, [[[[]]]],
               {"width": 1e-12, "range": 1e6}, {"count": 10 ** 9, "bytes": 10 ** 12}]
     keys = sorted(h)
+    pick = lambda: copy.deepcopy(rng.choice(values))    # never share (and so nest) one value
     while True:
         m = json.loads(json.dumps(h))
         for _ in range(rng.randint(1, 3)):
@@ -224,11 +226,11 @@ def _mutations(h: dict, rng: random.Random):
             v = m.get(key)
             if isinstance(v, dict) and v and rng.random() < 0.5:
                 sub = rng.choice(sorted(v))
-                v[sub] = rng.choice(values)
+                v[sub] = pick()
             elif isinstance(v, list) and v and rng.random() < 0.3:
-                v[rng.randrange(len(v))] = rng.choice(values)
+                v[rng.randrange(len(v))] = pick()
             else:
-                m[key] = rng.choice(values)
+                m[key] = pick()
         yield m
 
 

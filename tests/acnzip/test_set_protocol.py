@@ -9,6 +9,7 @@ import torch
 from acnzip import api
 from acnzip.archive import read_archive
 from acnzip.modelfile import load_model
+from acnzip.nn.integer import calibrate
 from acnzip.protocol import AssociativeDataset, SetTables, set_batches
 from codec import AnsStack, BinGrid
 
@@ -93,14 +94,18 @@ class RecordingStack(AnsStack):
         return out
 
 
-@pytest.mark.parametrize("order, base_weight", [("set", 0.0), ("set", 0.25), ("keep", 0.5)])
-def test_alice_and_bob_code_every_symbol_with_identical_tables(binary_model, order, base_weight):
+@pytest.mark.parametrize("order, base_weight, portable", [
+    ("set", 0.0, False), ("set", 0.25, False), ("keep", 0.5, False), ("set", 0.25, True),
+    ("keep", 0.0625, True)])
+def test_alice_and_bob_code_every_symbol_with_identical_tables(binary_model, order, base_weight,
+                                                              portable):
     """Every stack operation of Bob's run is the inverse of one of Alice's, in reverse order,
     with bit-identical model parameters and symbols: the multiset choices, the component
-    choices, q(c | z), the priors, the posteriors and every pixel."""
+    choices, q(c | z), the priors, the posteriors and every pixel (float and portable)."""
     mf = load_model(binary_model)
-    coder = api._coder(mf, BinGrid(), 1)
     images = np.concatenate([digits(28, seed=2), digits(2, seed=2)])[:, None]  # 2 duplicates
+    scales = calibrate(mf.model, torch.from_numpy(images[:8]), 1 / 64) if portable else None
+    coder = api._coder(mf, BinGrid(), 1, scales)
     alice = RecordingStack.with_initial_bits(64, seed=0)
     alice.log.clear()
     AssociativeDataset(coder, 30, order == "set", 16, 4, base_weight).push(alice, images)

@@ -1,0 +1,448 @@
+"""Integer-exact evaluation of a trained ACN, so that every machine computes the same bits.
+
+A float32 network's outputs depend on how its sums are ordered (vector width, threads, batch
+shape, CPU or GPU); an entropy coder needs Bob's tables to equal Alice's exactly. Following
+Balle, Johnston & Minnen (2019, "Integer networks for data compression"), each layer here:
+
+1. takes **integer activations** in [-127, 127] (`quantise`: x / s rounded half to even and
+   clamped, s a fixed per-point scale), or inputs that are integers already (pixels as 2x - 1
+   or 2x - 255, latents and codes as bin indices);
+2. multiplies them with **int8 weights** (per output unit, w_int = round(w / s_w),
+   s_w = max |w| / 127) in an ordinary float32 matrix product or convolution. Every product
+   and partial sum is an integer; while their magnitudes stay below 2**24 every summation
+   order (any BLAS blocking, vector width, thread count or batch shape; fused multiply-adds
+   included) gives the exact sum. `IntLinear` checks the worst case, |input| max x
+   sum |w_int|, per layer and sums in float64 (exact below 2**53) where float32 could round;
+3. turns the exact integer sum into a float32 value, acc * (s_in s_w) + b: one correctly
+   rounded multiplication and one addition per element, the same everywhere;
+4. applies ReLU (exact) or tanh and sigmoid as **tables**: the input rounded to 1/64 and
+   clamped to [-8, 8] indexes a table computed with codec.exactmath; a gate tanh(a)
+   sigmoid(b) is round(127 tanh(a) x sigmoid(b)) from two lookups, an integer at 1/127.
+
+Convolutions must be sums of products (direct or im2col + GEMM, as torch's CPU kernels are;
+not Winograd or FFT: on a GPU, cuDNN must be off). Only exact integer sums and correctly
+rounded elementwise float32 operations occur, so the outputs are functions of the inputs and
+the model's weights alone. The cached stepper and the full
+forward pass compute the same sums and give identical logits (tested).
+
+The activation scales of the points that are not bounded by construction (encoder activations,
+the PixelCNN's vertical pre-activations, residual stream and head) are calibrated once on a
+batch of images (`calibrate`) and stored with the archive; tanh and sigmoid outputs have the
+fixed scale 1/127.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codec import exactmath
+
+__all__ = ["IntLinear", "IntegerACN", "IntegerStepper", "quantise", "calibrate", "scale_names",
+           "calibration_rows", "bernoulli_p", "softmax_weights", "Q", "GATE_SCALE"]
+
+Q = 127                  # activations are integers in [-Q, Q]
+GATE_SCALE = 1.0 / Q     # tanh, sigmoid and gate outputs lie in (-1, 1)
+_TABLE_STEP = 64         # nonlinearity tables: inputs rounded to 1/64 ...
+_TABLE_REACH = 8 * _TABLE_STEP   # ... and clamped to [-8, 8]
+_F32_EXACT = 2.0 ** 24
+_F64_EXACT = 2.0 ** 53
+_DT = torch.float32      # activations, values and tables
+_CODE_MAX = 1 << 20      # codes and latents in bins are clamped to [-2**20, 2**20]
+
+
+def quantise(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Float32 values -> integers (as float32) round(x / scale) clamped to [-Q, Q]."""
+    return torch.round(x / scale).clamp_(-Q, Q)
+
+
+def _table(fn) -> torch.Tensor:
+    grid = np.arange(-_TABLE_REACH, _TABLE_REACH + 1, dtype=np.float64) / _TABLE_STEP
+    return torch.from_numpy(fn(grid)).to(_DT)
+
+
+def _tanh(x):
+    return 1.0 - 2.0 / (exactmath.exp(2.0 * x) + 1.0)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + exactmath.exp(-x))
+
+
+_TANH = _table(_tanh)
+
+
+def _index(x: torch.Tensor) -> torch.Tensor:
+    """Table index of float32 values: round(64 x) clamped to [-512, 512], shifted to >= 0."""
+    return torch.round(x * _TABLE_STEP).clamp_(-_TABLE_REACH, _TABLE_REACH).add_(_TABLE_REACH)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh of float32 values, from the table (input rounded to 1/64, clamped to [-8, 8])."""
+    return torch.take(_TANH, _index(x).long())
+
+
+_GATE_TANH = (_table(lambda u: Q * _tanh(u)), _table(_sigmoid))   # 127 tanh, sigmoid
+
+
+def gate(pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The gate tanh(first half) * sigmoid(second half) along `dim`, as integers at GATE_SCALE:
+    round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32 product)."""
+    a, b = _index(pre).split(pre.shape[dim] // 2, dim=dim)
+    return torch.round(torch.take(_GATE_TANH[0], a.long()) * torch.take(_GATE_TANH[1], b.long()))
+
+
+# -- the pixels' probabilities from the logits ------------------------------------------------
+_LOGIT_STEP = 256                     # logits are rounded to 1/256 ...
+_LOGIT_REACH = 32 * _LOGIT_STEP       # ... and clamped to [-32, 32]
+_P_ONE = _sigmoid(np.arange(-_LOGIT_REACH, _LOGIT_REACH + 1) / _LOGIT_STEP)
+_EXP_DOWN = exactmath.exp(-np.arange(_LOGIT_REACH + 1) / _LOGIT_STEP)
+
+
+def bernoulli_p(logits: torch.Tensor) -> np.ndarray:
+    """P(x = 1) for float32 Bernoulli logits (R,), float64 numpy: the sigmoid of the logit
+    rounded to 1/256 and clamped to [-32, 32], from a table (the same everywhere)."""
+    k = np.rint(logits.numpy().astype(np.float64) * _LOGIT_STEP)
+    return _P_ONE[np.clip(k, -_LOGIT_REACH, _LOGIT_REACH).astype(np.int64) + _LOGIT_REACH]
+
+
+def softmax_weights(logits: torch.Tensor) -> np.ndarray:
+    """Unnormalised softmax weights (R, V) of float32 logits (R, V), float64 numpy:
+    exp(l - max l) with the difference rounded to 1/256 and floored at -32, from a table
+    (normalise with codec.exactmath.exact_table)."""
+    lg = logits.numpy().astype(np.float64)
+    d = np.rint((lg.max(axis=-1, keepdims=True) - lg) * _LOGIT_STEP)
+    return _EXP_DOWN[np.minimum(d, _LOGIT_REACH).astype(np.int64)]
+
+
+class IntLinear:
+    """y = W x + b on integer inputs x (..., in) with |x| <= in_max at scale in_scale (x
+    stands for in_scale * x): int8 weights, an exact integer sum, then float32
+    acc * (in_scale s_w) + b. `weight` (out, ...) is a linear or convolution weight.
+
+    The sum runs in float32 when the worst case |x| max * sum |w_int| of every output is
+    below 2**24, else in float64 (below 2**53, checked): either way it is exact."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_scale: float,
+                 in_max: float = Q):
+        w = weight.detach().double().cpu()
+        flat = w.reshape(w.shape[0], -1)
+        s_w = flat.abs().amax(dim=1) / Q
+        s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
+        w_int = torch.round(w / s_w.view(-1, *[1] * (w.dim() - 1)))
+        bound = float(in_max) * float(w_int.reshape(w.shape[0], -1).abs().sum(dim=1).max())
+        if not bound < _F64_EXACT:
+            raise ValueError(f"integer layer sums could reach {bound:.3g} > 2**53")
+        self.dtype = torch.float32 if bound < _F32_EXACT else torch.float64
+        self.weight = w_int.to(self.dtype)                             # (out, ...) integers
+        self.weight_t = w_int.reshape(w.shape[0], -1).T.contiguous().to(self.dtype)
+        self.mult = (s_w * float(in_scale)).to(self.dtype)             # (out,)
+        b = bias.detach().double().cpu() if bias is not None else torch.zeros(w.shape[0])
+        self.bias = b.to(_DT)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) integers -> (..., out) float32."""
+        return self.scaled(x).add_(self.bias)
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """acc * (in_scale s_w) without the bias, float32 (..., out)."""
+        if x.dim() == 2 and self.dtype == _DT:
+            return torch.mm(x, self.weight_t).mul_(self.mult)
+        acc = torch.mm(x.reshape(-1, x.shape[-1]).to(self.dtype), self.weight_t)
+        return acc.mul_(self.mult).to(_DT).view(*x.shape[:-1], -1)
+
+    def conv(self, x: torch.Tensor, stride: int = 1, padding=(0, 0)) -> torch.Tensor:
+        """The convolution of integer maps x (B, C, H, W) -> (B, out, H', W') float32."""
+        acc = F.conv2d(x.to(self.dtype), self.weight, None, stride, padding)
+        return acc.mul_(self.mult[:, None, None]).to(_DT).add_(self.bias[:, None, None])
+
+
+class _Scales:
+    """The calibrated activation scales, by name; in calibration mode a missing scale is set
+    from the first batch that reaches it (max |x| / Q to 4 significant digits)."""
+
+    def __init__(self, values: dict | None):
+        self.values = dict(values or {})
+        self.calibrating = values is None
+
+    def __call__(self, name: str, x: torch.Tensor | None = None) -> float:
+        if name not in self.values:
+            if not self.calibrating or x is None:
+                raise KeyError(f"no activation scale for {name!r}")
+            top = float(x.abs().max()) if x.numel() else 0.0
+            # 4 significant digits: a short header entry, exactly the float the reader parses
+            self.values[name] = float(f"{top / Q:.4g}") if top > 0 else 1.0
+        return self.values[name]
+
+    def quantise(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return quantise(x, self(name, x))
+
+
+def pixel_ints(x: torch.Tensor, binary: bool) -> tuple[torch.Tensor, float]:
+    """Raw pixels -> (integers 2x - 1 or 2x - 255 as float32, their scale): exactly the
+    float model's inputs 2x - 1 and x / 127.5 - 1."""
+    x = x.to(_DT)
+    return (2.0 * x - 1.0, 1.0) if binary else (2.0 * x - 255.0, 1.0 / 255.0)
+
+
+class IntegerACN:
+    """The encoder, prior and PixelCNN of a float ACN evaluated with integer-exact layers.
+
+    `scales`: the calibrated activation scales (None: calibrate on the first call of each
+    network, see `calibrate`); `code_width`: the latent bin width, the unit of codes and z."""
+
+    def __init__(self, model, scales: dict | None, code_width: float):
+        self.config, self.code_width = model.config, float(code_width)
+        self.binary = model.config.binary
+        self.scales = _Scales(scales)
+        self._lins: dict = {}
+        self._build_encoder(model.encoder)
+        self._build_prior(model.prior)
+        self._build_decoder(model.decoder)
+
+    # -- encoder -------------------------------------------------------------------------------
+    def _build_encoder(self, enc) -> None:
+        self._enc_convs = [m for m in enc.convs if isinstance(m, torch.nn.Conv2d)]
+        self._enc_fc = enc.fc
+
+    def _lin(self, key, weight, bias, scale, in_max=Q) -> IntLinear:
+        """IntLinear built once per layer (its input scale is known from the first call)."""
+        if key not in self._lins:
+            self._lins[key] = IntLinear(weight, bias, scale, in_max)
+        return self._lins[key]
+
+    @torch.no_grad()
+    def code_bins(self, x: torch.Tensor) -> np.ndarray:
+        """Codes of raw pixels x (B, C, H, W) in latent bins, int64 (B, D): c rounded to the
+        nearest multiple of code_width. The same for any batch, on any machine."""
+        a, s = pixel_ints(x, self.binary)
+        in_max = 1.0 if self.binary else 255.0
+        for i, conv in enumerate(self._enc_convs):
+            if i:
+                s = self.scales(f"enc{i}", a)
+                a = quantise(a, s)
+            lin = self._lin(("enc", i), conv.weight, conv.bias, s, in_max if i == 0 else Q)
+            a = torch.relu(lin.conv(a, conv.stride[0], conv.padding))
+        s = self.scales("enc_fc", a)
+        a = quantise(a, s).flatten(1)
+        c = self._lin(("enc", "fc"), self._enc_fc.weight, self._enc_fc.bias, s)(a)
+        return torch.round(c / self.code_width).clamp(-_CODE_MAX, _CODE_MAX).long().numpy()
+
+    # -- prior ---------------------------------------------------------------------------------
+    def _build_prior(self, prior) -> None:
+        self._prior = prior
+
+    @torch.no_grad()
+    def prior_params(self, code_bins: np.ndarray):
+        """p(z | c) for codes in bins (B, D): (weights, means, scales), each (B, D, M) float64
+        numpy, computed with exact arithmetic (softmax and softplus with codec.exactmath)."""
+        p = self._prior
+        c = torch.from_numpy(np.asarray(code_bins, dtype=np.float64)).to(_DT)
+        hiddens, h = [], None
+        for i, lin in enumerate(p.from_input):
+            pre = self._lin(("prior_in", i), lin.weight, lin.bias, self.code_width,
+                            _CODE_MAX)(c)
+            if h is not None:
+                pre = pre + self._lin(("prior_below", i), p.from_below[i - 1].weight, None,
+                                      GATE_SCALE)(h)
+            h = quantise(tanh(pre), GATE_SCALE)
+            hiddens.append(h)
+        raw = self._lin(("prior_out",), p.out.weight, p.out.bias, GATE_SCALE)(
+            torch.cat(hiddens, dim=1))
+        raw = raw.view(-1, p.D, p.M, 3).double().numpy()
+        logits, means = raw[..., 0], raw[..., 1]
+        e = exactmath.exp(logits - logits.max(axis=-1, keepdims=True))
+        total = e[..., 0]
+        for m in range(1, e.shape[-1]):
+            total = total + e[..., m]
+        weights = e / total[..., None]
+        x = raw[..., 2]
+        soft = np.where(x > 30.0, x, exactmath.log(1.0 + exactmath.exp(np.minimum(x, 30.0))))
+        return weights, means, soft + p.floor
+
+    # -- PixelCNN ------------------------------------------------------------------------------
+    def _build_decoder(self, dec) -> None:
+        self.dec = dec
+        self.C, self.V = dec.C, dec.V
+
+    def _block_lins(self, i: int, z_scale: float) -> "_BlockLins":
+        return _BlockLins(self, i, z_scale)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """relu -> 1x1 -> relu -> 1x1 on float32 stream values (..., F) -> logits (..., C V)."""
+        d, sc = self.dec, self.scales
+        a = torch.relu(h)
+        s1 = sc("out1", a)
+        o = self._lin(("out1",), d.out1.weight * d.out1_mask, d.out1.bias, s1)(quantise(a, s1))
+        o = torch.relu(o)
+        s2 = sc("out2", o)
+        return self._lin(("out2",), d.out2.weight * d.out2_mask, d.out2.bias, s2)(
+            quantise(o, s2))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, z_bins: np.ndarray) -> torch.Tensor:
+        """The full forward pass (teacher forcing): raw pixels x (B, C, H, W) and latent bins
+        (B, D) -> float32 logits (B, C, H, W) or (B, C, H, W, 256). Equal, bit for bit, to
+        what IntegerStepper gives sub-pixel by sub-pixel."""
+        sc = self.scales
+        xi, _ = pixel_ints(x, self.binary)
+        z = torch.from_numpy(np.asarray(z_bins, dtype=np.float64)).to(_DT)
+        v = F.pad(xi, (0, 0, 1, 0))[:, :, :-1]
+        h = xi
+        hv = None
+        for i, b in enumerate(self.dec.blocks):
+            p = b.p
+            if i:
+                h = sc.quantise(f"h{i}", hv)
+            L = self._block_lins(i, self.code_width)
+            v_pre = L["v"].conv(F.pad(v, (p, p, p, 0)))
+            v_pre = v_pre + L["v_cond"](z)[:, :, None, None]
+            vq = sc.quantise(f"v{i}", v_pre)
+            vh = L["v_to_h"](vq.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            row = (vh + L["h_cond"](z)[:, :, None, None]) + L["h"].bias[:, None, None]
+            # horizontal: windows of p+1 columns, column-major (col, channel) like the stepper
+            hp = F.pad(h, (p, 0, 0, 0))                                  # (B, C, H, W+p)
+            win = hp.unfold(3, p + 1, 1)                                 # (B, C, H, W, p+1)
+            win = win.permute(0, 2, 3, 4, 1).reshape(*h.shape[:1], h.shape[2], h.shape[3], -1)
+            pre = L["h"].scaled(win).permute(0, 3, 1, 2) + row
+            out = L["res"](gate(pre).permute(0, 2, 3, 1))
+            out = out.permute(0, 3, 1, 2)
+            hv = out if b.first else hv + out
+            v = gate(v_pre)
+        o = self._head(hv.permute(0, 2, 3, 1))                           # (B, H, W, C V)
+        if self.binary:
+            return o.permute(0, 3, 1, 2)
+        B, H, W, _ = o.shape
+        return o.view(B, H, W, self.C, self.V).permute(0, 3, 1, 2, 4)
+
+    def stepper(self, z_bins: np.ndarray, height: int, width: int) -> "IntegerStepper":
+        return IntegerStepper(self, z_bins, height, width)
+
+
+class _BlockLins:
+    """The IntLinears of PixelCNN block i, by name, each built when first used (so that in
+    calibration its input scale is known by then)."""
+
+    def __init__(self, net: IntegerACN, i: int, z_scale: float):
+        self.net, self.i, self.z_scale = net, i, z_scale
+
+    def __getitem__(self, name: str) -> IntLinear:
+        net, i = self.net, self.i
+        b, sc = net.dec.blocks[i], net.scales
+        pix = (1.0, 1.0) if net.binary else (1.0 / 255, 255.0)    # (scale, max) of pixels
+        if name == "v":
+            s, top = pix if i == 0 else (GATE_SCALE, Q)
+            return net._lin(("v", i), b.v_conv.weight, b.v_conv.bias, s, top)
+        if name == "h":
+            s, top = pix if i == 0 else (sc(f"h{i}"), Q)
+            hw = b.h_conv.weight * b.h_mask
+            # the window in column-major order ((p+1) columns x C_in), as nn/stepper.py has it
+            hw = hw[:, :, 0, :].permute(0, 2, 1).reshape(hw.shape[0], -1)
+            return net._lin(("h", i), hw, b.h_conv.bias, s, top)
+        if name == "v_to_h":
+            return net._lin(("vh", i), b.v_to_h.weight, b.v_to_h.bias, sc(f"v{i}"))
+        if name == "res":
+            return net._lin(("res", i), b.h_res.weight * b.res_mask, b.h_res.bias, GATE_SCALE)
+        lin = b.v_cond if name == "v_cond" else b.h_cond
+        return net._lin((name, i), lin.weight, lin.bias, self.z_scale, _CODE_MAX)
+
+
+Choose = Callable[[int, int, int, torch.Tensor], torch.Tensor]
+
+
+class IntegerStepper:
+    """IntegerACN's PixelCNN sub-pixel by sub-pixel, with the caches of nn/stepper.py; the
+    logits passed to `choose` are float32 and equal IntegerACN.logits bit for bit."""
+
+    def __init__(self, net: IntegerACN, z_bins: np.ndarray, height: int, width: int):
+        self.net, self.H, self.W = net, height, width
+        self.C, self.binary = net.C, net.binary
+        self.B = len(z_bins)
+        z = torch.from_numpy(np.asarray(z_bins, dtype=np.float64)).to(_DT)
+        self.blocks = []
+        for i, b in enumerate(net.dec.blocks):
+            L = net._block_lins(i, net.code_width)
+            lins = {k: L[k] for k in ("v", "h", "v_to_h", "res")}
+            self.blocks.append((b.p, b.first, lins, L["v_cond"](z), L["h_cond"](z)))
+
+    def _in_ch(self, i: int) -> int:
+        return self.C if i == 0 else self.net.dec.blocks[i - 1].h_res.weight.shape[0]
+
+    @torch.no_grad()
+    def run(self, choose: Choose) -> torch.Tensor:
+        """Visit every sub-pixel in raster order; returns the raw pixels (B, C, H, W) chosen."""
+        B, C, H, W = self.B, self.C, self.H, self.W
+        sc = self.net.scales
+        x = torch.zeros(B, C, H, W)
+        v_in = [torch.zeros(B, self._in_ch(i), H + p, W + 2 * p, dtype=_DT)
+                for i, (p, *_) in enumerate(self.blocks)]
+        for r in range(H):
+            if r > 0:
+                p0 = self.blocks[0][0]
+                v_in[0][:, :, p0 + r, p0:p0 + W] = pixel_ints(x[:, :, r - 1], self.binary)[0]
+            row_bias = self._vertical_row(v_in, r, sc)
+            h_in = [torch.zeros(B, W + p, self._in_ch(i), dtype=_DT)
+                    for i, (p, *_) in enumerate(self.blocks)]
+            for c in range(W):
+                for g in range(C):
+                    logits = self._pixel(h_in, row_bias, c, g, sc)
+                    x[:, g, r, c] = choose(r, c, g, logits).to(x.dtype)
+                    h_in[0][:, self.blocks[0][0] + c, g] = pixel_ints(x[:, g, r, c],
+                                                                      self.binary)[0]
+        return x
+
+    def _vertical_row(self, v_in, r, sc):
+        biases = []
+        for i, (p, first, L, v_cond, h_cond) in enumerate(self.blocks):
+            slab = v_in[i][:, :, r:r + p + 1]                      # (B, Cin, p+1, W+2p)
+            v_pre = L["v"].conv(slab)[:, :, 0]                     # (B, 2F, W)
+            v_pre = v_pre + v_cond[:, :, None]
+            if i + 1 < len(self.blocks):
+                nxt = self.blocks[i + 1][0]
+                v_in[i + 1][:, :, nxt + r, nxt:nxt + self.W] = gate(v_pre)
+            vq = sc.quantise(f"v{i}", v_pre)
+            vh = L["v_to_h"](vq.transpose(1, 2))                   # (B, W, 2F)
+            biases.append((vh + h_cond[:, None, :]) + L["h"].bias)
+        return biases
+
+    def _pixel(self, h_in, row_bias, c, g, sc):
+        hv = None
+        for i, (p, first, L, _, _) in enumerate(self.blocks):
+            window = h_in[i][:, c:c + p + 1].reshape(self.B, -1)
+            pre = L["h"].scaled(window) + row_bias[i][:, c]
+            out = L["res"](gate(pre, dim=1))
+            hv = out if first else hv + out
+            if i + 1 < len(self.blocks):
+                h_in[i + 1][:, self.blocks[i + 1][0] + c] = sc.quantise(f"h{i + 1}", hv)
+        o = self.net._head(hv)
+        if self.binary:
+            return o[:, g]
+        return o.view(self.B, self.C, 256)[:, g]
+
+
+def scale_names(config) -> set[str]:
+    """The activation scales an IntegerACN of this ModelConfig needs (what `calibrate` sets)."""
+    names = {f"enc{i}" for i in range(1, len(config.encoder_channels))}
+    names |= {f"v{i}" for i in range(config.pixelcnn_blocks)}
+    names |= {f"h{i}" for i in range(1, config.pixelcnn_blocks)}
+    return names | {"enc_fc", "out1", "out2"}
+
+
+@torch.no_grad()
+def calibrate(model, images: torch.Tensor, code_width: float) -> dict:
+    """Activation scales (name -> float) from one batch of raw images (B, C, H, W): each
+    unbounded point's max |value| / Q, set in network order (later points see the quantised
+    earlier ones). The latents are the images' codes."""
+    net = IntegerACN(model, None, code_width)
+    images = torch.as_tensor(images)
+    z = net.code_bins(images)
+    net.prior_params(z)
+    net.logits(images, z)
+    return dict(net.scales.values)
+
+
+def calibration_rows(n: int, count: int = 64) -> np.ndarray:
+    """Which of n images calibrate the scales: `count` spread evenly over the dataset."""
+    return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(np.int64))

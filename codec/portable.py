@@ -1,0 +1,164 @@
+"""Portable entropy models: tables whose every entry is the same on every machine.
+
+The leaves in leaves.py take float parameters and build their tables with numpy's exp and with
+float sums whose rounding may differ between CPUs; they are exact only where encoder and
+decoder run the same computation. The leaves here guarantee more: given the same float64
+parameters, every probability they hand to constriction is the same on every IEEE-754
+machine (any CPU, vector unit, thread count, numpy version), because
+
+* Gaussian bin masses come from `GaussianLadder` tables: means are rounded to a lattice of
+  1/PHASES bin, scales to a geometric ladder of STEPS per octave; each (scale, phase) table
+  is computed once with `exactmath.exp` and correctly rounded elementwise operations;
+* a mixture's weights are summed component by component in a fixed order (elementwise), and
+  tables are normalised with integer sums (`exactmath.exact_table`);
+* log and exp are `exactmath`'s.
+
+Rounding the means to a quarter bin and the scales to 2**(1/8) steps changes the modelled
+distributions slightly (measured: docs/portable.md); encoder and decoder round identically.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import exactmath
+from .grid import BinGrid, DEFAULT_GRID
+from .leaves import Categorical, DiscretisedDiagonalMixture, _finite
+from .normal import normal_bin_masses
+from .stack import CodecError
+
+__all__ = ["GaussianLadder", "PortableMixture", "PortableGaussian", "PortableDiagonalMixture",
+           "PHASES", "STEPS"]
+
+PHASES = 4          # means on a lattice of width / PHASES
+STEPS = 8           # scales on a ladder of 2**(1/STEPS)
+_LN2 = 0.69314718055994530942
+_ROWS_PER_CHUNK = 1 << 16   # table entries per chunk of a mixture's gather (memory bound)
+
+
+class GaussianLadder:
+    """Bin masses of N(mean, scale**2) on a BinGrid with mean = (PHASES b + f) width / PHASES
+    and scale = width 2**(s / STEPS), for integers b, f in [0, PHASES), s in [s_min, s_max].
+
+    mass(s, f)[o + reach] is the mass of bin o (o in [-reach, reach], the bin centred on
+    o * width) for the mean f * width / PHASES; a mean PHASES b + f lattice points from 0
+    gives bin k the mass at o = k - b. Means are clipped to twice the grid's range (so
+    reach = 3 half_bins) and scales to [width / 16, 4 range]."""
+
+    def __init__(self, grid: BinGrid):
+        self.grid = grid
+        self.reach = 3 * grid.half_bins
+        self.s_min = -4 * STEPS
+        self.s_max = int(np.ceil(np.log2(4 * grid.range / grid.width) * STEPS))
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
+
+    def scale(self, s) -> np.ndarray:
+        """Ladder scale of index s: width 2**(s // STEPS) 2**((s % STEPS) / STEPS)."""
+        s = np.asarray(s, dtype=np.int64)
+        frac = exactmath.exp((s % STEPS).astype(np.float64) * (_LN2 / STEPS))
+        return np.ldexp(frac * self.grid.width, s // STEPS)
+
+    def quantise(self, means, scales) -> tuple[np.ndarray, np.ndarray]:
+        """Float64 means and scales -> (lattice points, ladder indices), int64, rounded to the
+        nearest; exactmath.log, so the same everywhere."""
+        w, lim = self.grid.width, 2 * self.grid.half_bins * PHASES
+        m = np.clip(np.rint(np.asarray(means, np.float64) * (PHASES / w)), -lim, lim)
+        ratio = np.maximum(np.asarray(scales, np.float64) / w, 2.0 ** -8)
+        s = np.rint(exactmath.log(ratio) * (STEPS / _LN2))
+        return m.astype(np.int64), np.clip(s, self.s_min, self.s_max).astype(np.int64)
+
+    def mass(self, s: int, f: int) -> np.ndarray:
+        """The table of (scale index s, phase f), (2 reach + 1,), computed once."""
+        key = (int(s), int(f))
+        if key not in self._tables:
+            w = self.grid.width
+            o = np.arange(-self.reach, self.reach + 2, dtype=np.float64)
+            edges = (o - 0.5) * w - (f * w) / PHASES
+            self._tables[key] = normal_bin_masses(edges / self.scale(s), exactmath.exp)
+        return self._tables[key]
+
+    def gather(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Masses (..., n_bins) of every grid bin for lattice means `points` and ladder
+        indices `s` (same shape (...))."""
+        b, f = np.divmod(points, PHASES)
+        keys = s * PHASES + f
+        uniq, which = np.unique(keys.ravel(), return_inverse=True)
+        stacked = np.stack([self.mass(k // PHASES, k % PHASES) for k in uniq])
+        hb = self.grid.half_bins
+        cols = np.arange(-hb, hb + 1) + self.reach       # (n_bins,): bin k at o = k - b
+        b = b.ravel()
+        out = np.empty((b.size, self.grid.n_bins))
+        rows = max(1, _ROWS_PER_CHUNK // self.grid.n_bins)
+        for i in range(0, b.size, rows):
+            sl = slice(i, i + rows)
+            out[sl] = stacked[which[sl, None], cols[None, :] - b[sl, None]]
+        return out.reshape(points.shape + (self.grid.n_bins,))
+
+
+@lru_cache(maxsize=8)
+def ladder(grid: BinGrid) -> GaussianLadder:
+    """The ladder of a grid, shared (its tables are computed once per process)."""
+    return GaussianLadder(grid)
+
+
+def _mixture_table(weights, means, scales, grid: BinGrid) -> np.ndarray:
+    """sum_m weights[..., m] P(bin | component m), (..., n_bins), components added in index
+    order, each product and sum correctly rounded elementwise."""
+    lad = ladder(grid)
+    points, s = lad.quantise(means, scales)
+    out = None
+    for m in range(means.shape[-1]):
+        part = lad.gather(points[..., m], s[..., m]) * weights[..., m, None]
+        out = part if out is None else out + part
+    return out
+
+
+class PortableMixture(Categorical):
+    """A Gaussian mixture per symbol on a BinGrid, weights, means, scales (..., M), like
+    leaves.DiscretisedMixture, with portable tables (see the module docstring). Weights need
+    not sum to 1 (they are normalised with the table)."""
+
+    def __init__(self, weights, means, scales, grid: BinGrid = DEFAULT_GRID):
+        means = _finite(means, "mixture means")
+        scales = _finite(scales, "mixture scales")
+        weights = np.asarray(weights, dtype=np.float64)
+        if not (weights.shape == means.shape == scales.shape) or means.ndim < 1:
+            raise CodecError("mixture weights, means and scales must share a shape (..., M)")
+        weights = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
+        super().__init__(_mixture_table(weights, means, scales, grid),
+                         offset=-grid.half_bins, exact=True)
+        self.grid = grid
+
+
+def PortableGaussian(mean, std=1.0, grid: BinGrid = DEFAULT_GRID) -> PortableMixture:
+    """N(mean, std**2) on a BinGrid (one component of PortableMixture)."""
+    mean = _finite(mean, "Gaussian means")
+    std = np.broadcast_to(_finite(std, "Gaussian std"), mean.shape)
+    return PortableMixture(np.ones(mean.shape + (1,)), mean[..., None], std[..., None], grid)
+
+
+class PortableDiagonalMixture(DiscretisedDiagonalMixture):
+    """leaves.DiscretisedDiagonalMixture with portable tables: n vectors (n, D) under one
+    mixture of K diagonal Gaussians, coded dimension by dimension; component masses from the
+    ladder, the conditional weights with exactmath and summed over components in index order."""
+
+    def __init__(self, weights, means, scales, n: int, grid: BinGrid = DEFAULT_GRID):
+        means, scales = _finite(means, "mixture means"), _finite(scales, "mixture scales")
+        k, d = means.shape
+        if scales.shape != (k, d) or np.shape(weights) != (k,):
+            raise CodecError("weights (K,), means and scales (K, D) expected")
+        pi = exactmath.exact_table(weights) if k > 1 else np.ones(1)
+        self.log_pi = exactmath.log(pi)
+        lad = ladder(grid)
+        self.mass = lad.gather(*lad.quantise(means, scales))              # (K, D, n_bins)
+        self.log_mass = exactmath.log(np.maximum(self.mass, 1e-300))
+        self.n, self.D, self.grid = n, d, grid
+        self.shape = (n, d)
+
+    def _leaf(self, d: int, log_w: np.ndarray) -> Categorical:
+        w = exactmath.exp(log_w - log_w.max(axis=1, keepdims=True))       # (n, K)
+        table = w[:, 0, None] * self.mass[0, d]
+        for k in range(1, w.shape[1]):
+            table = table + w[:, k, None] * self.mass[k, d]
+        return Categorical(table, offset=-self.grid.half_bins, exact=True)

@@ -1,0 +1,201 @@
+"""Portable archives: the integer-exact networks (nn/integer.py) and portable tables give the
+same bits for any batch, thread count and CPU vector unit, and their archives decode across
+them. Untrained tiny models (real networks) and generated digits: runs on any clone."""
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acnzip import api
+from acnzip.archive import read_archive
+from acnzip.modelfile import load_model
+from acnzip.nn.integer import IntegerACN, calibrate, scale_names
+from acnzip.protocol import SetTables, set_batches
+from codec import BinGrid
+
+from .conftest import make_model_file
+from .test_safety import digits
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["binary", "8-bit"])
+def net_and_images(request, tmp_path_factory):
+    binary = request.param
+    path = make_model_file(tmp_path_factory.mktemp("m") / "m.pt", binary=binary, seed=3)
+    mf = load_model(path)
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(rng.integers(0, 2 if binary else 256, (20, 1, 28, 28)).astype(np.uint8))
+    scales = calibrate(mf.model, x[:8], 1 / 64)
+    assert set(scales) == scale_names(mf.config)
+    return mf, IntegerACN(mf.model, scales, 1 / 64), x
+
+
+def test_stepper_gives_the_full_forward_pass_logits_bit_for_bit(net_and_images):
+    mf, net, x = net_and_images
+    z = net.code_bins(x[:6])
+    full = net.logits(x[:6], z)
+    seen = []
+
+    def teacher(r, c, g, logits):
+        seen.append(logits.clone())
+        return x[:6, g, r, c]
+
+    net.stepper(z, 28, 28).run(teacher)
+    stepped = torch.stack(seen, 1).view(full.shape[:1] + (28, 28) + full.shape[4:])
+    assert torch.equal(stepped, full[:, 0])
+
+
+def test_networks_do_not_depend_on_the_batch(net_and_images):
+    """Codes, prior parameters and the stepper's logits of an image are the same computed
+    alone, in a batch of 7 or of all 20, bit for bit."""
+    mf, net, x = net_and_images
+    whole = net.code_bins(x)
+    assert np.array_equal(np.concatenate([net.code_bins(x[i:i + 1]) for i in range(20)]), whole)
+    assert np.array_equal(np.concatenate([net.code_bins(x[i:i + 7]) for i in range(0, 20, 7)]),
+                          whole)
+    p_all = net.prior_params(whole)
+    for i in (0, 13):
+        for a, b in zip(net.prior_params(whole[i:i + 1]), p_all):
+            assert np.array_equal(a[0], b[i])
+    assert torch.equal(net.logits(x[3:4], whole[3:4])[0], net.logits(x[:9], whole[:9])[3])
+
+
+def test_integer_model_stays_close_to_the_float_model(net_and_images):
+    mf, net, x = net_and_images
+    with torch.no_grad():
+        c = mf.model.encoder(x).double().numpy()
+    assert np.abs(net.code_bins(x) / 64 - c).max() < 0.1 + 0.05 * np.abs(c).max()
+
+
+def test_tables_built_in_bobs_batches_equal_alices(binary_model):
+    mf = load_model(binary_model)
+    images = torch.from_numpy(digits(30, seed=2)[:, None])
+    coder = api._coder(mf, BinGrid(), 1, calibrate(mf.model, images[:8], 1 / 64))
+    alice = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
+    alice.add(images)
+    bob = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
+    for size in set_batches(30, 8):
+        bob.add(images[bob.size:bob.size + size])
+    for name in ("codes", "w", "mu", "sc"):
+        assert np.array_equal(getattr(bob, name), getattr(alice, name)), name
+    rows = np.arange(30)
+    assert np.array_equal(alice.mixture(rows[:9]).probs, bob.mixture(rows).probs[:9])
+    z = coder.grid.index(alice.codes[:5].astype(np.float64))
+    assert np.array_equal(alice.score(z, np.tile(rows[:4], (5, 1))),
+                          np.stack([alice.score(z[i:i + 1], rows[None, :4])[0]
+                                    for i in range(5)]))
+
+
+# -- across machines: the same computation under other vector units and thread counts ----------
+PROBE = """
+import hashlib, sys, numpy as np, torch
+from acnzip import api
+from acnzip.modelfile import load_model
+from acnzip.nn.integer import calibrate
+from acnzip.protocol import SetTables
+from codec import BinGrid
+torch.set_num_threads(int(sys.argv[2]))
+mf = load_model(sys.argv[1])
+rng = np.random.default_rng(5)
+x = torch.from_numpy(rng.integers(0, 2, (12, 1, 28, 28)).astype(np.uint8))
+coder = api._coder(mf, BinGrid(), int(sys.argv[2]), calibrate(mf.model, x[:8], 1 / 64))
+t = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 12)
+t.add(x)
+h = hashlib.sha256()
+for a in (t.codes, t.w, t.mu, t.sc, t.mixture(np.arange(12)).probs, coder.base(12).mass):
+    h.update(np.ascontiguousarray(a).tobytes())
+z = coder.grid.index(t.codes.astype(np.float64))
+h.update(t.score(z, np.tile(np.arange(12), (12, 1))).tobytes())
+h.update(coder.posterior(t.codes.astype(np.float64)).probs.tobytes())
+active = np.ones(12, bool)
+def teacher(r, c, g, logits):
+    h.update(logits.numpy().tobytes())
+    h.update(coder.pixel_codec(logits, active).p.tobytes())
+    return x[:, g, r, c]
+coder.stepper(z, active).run(teacher)
+print(h.hexdigest())
+"""
+
+MACHINES = {                       # what an ordinary laptop or an old server would compute
+    "default": {},
+    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "SSE41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"},
+    "portable kernels": {"ATEN_CPU_CAPABILITY": "default"},
+}
+
+
+def _run(code_or_args, env_extra, *args):
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", code_or_args, *args] if isinstance(code_or_args, str) \
+        else [sys.executable, "-m", "acnzip", *code_or_args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+@pytest.mark.slow
+def test_every_table_is_the_same_under_other_vector_units_and_threads(binary_model):
+    hashes = {(name, threads): _run(PROBE, env, str(binary_model), str(threads))
+              for name, env in MACHINES.items() for threads in ((1, 2) if name == "default"
+                                                                 else (1,))}
+    assert len(set(hashes.values())) == 1, hashes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["set", "keep"])
+def test_archives_decode_across_vector_units_and_thread_counts(tmp_path, binary_model, order):
+    """Made under SSE4.1 and portable ATen kernels with 1 thread, decoded with the defaults
+    (AVX-512 where the CPU has it) and 2 threads; made with the defaults, decoded under AVX2."""
+    images = np.concatenate([digits(40, seed=9), np.zeros((2, 28, 28), np.uint8)])
+    np.save(tmp_path / "d.npy", images)
+    a, b = tmp_path / "a.acn", tmp_path / "b.acn"
+    _run(["compress", str(tmp_path / "d.npy"), "-o", str(a), "--order", order, "--model",
+          str(binary_model), "-q", "--threads", "1"], MACHINES["SSE41"])
+    _run(["decompress", str(a), "-o", str(tmp_path / "out_a"), "--model", str(binary_model),
+          "-q", "--threads", "2"], {})
+    api.compress(tmp_path / "d.npy", b, model=binary_model, order=order, quiet=True)
+    _run(["decompress", str(b), "-o", str(tmp_path / "out_b"), "--model", str(binary_model),
+          "-q"], MACHINES["AVX2"])
+    assert read_archive(a).payload == read_archive(b).payload      # the same bits everywhere
+    for out in ("out_a", "out_b"):
+        back = np.load(tmp_path / out / "d.npy")
+        if order == "keep":
+            assert np.array_equal(back, images)
+        else:
+            key = lambda x: sorted(bytes(i) for i in x.reshape(len(x), -1))
+            assert key(back) == key(images)
+
+
+def test_portable_header_has_scales_and_no_fingerprint(tmp_path, binary_model):
+    np.save(tmp_path / "d.npy", digits(5))
+    api.compress(tmp_path / "d.npy", tmp_path / "p.acn", model=binary_model, quiet=True)
+    api.compress(tmp_path / "d.npy", tmp_path / "f.acn", model=binary_model, quiet=True,
+                 portable=False)
+    p, f = read_archive(tmp_path / "p.acn").header, read_archive(tmp_path / "f.acn").header
+    assert set(p["portable"]["scales"]) == scale_names(load_model(binary_model).config)
+    assert "fingerprint" not in p and "portable" not in f and len(f["fingerprint"]) == 32
+    api.decompress(tmp_path / "f.acn", tmp_path / "out", model=binary_model, quiet=True)
+    assert np.array_equal(np.load(tmp_path / "out" / "d.npy"), digits(5))
+
+
+def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
+    from acnzip.archive import pack
+    np.save(tmp_path / "d.npy", digits(3))
+    api.compress(tmp_path / "d.npy", tmp_path / "p.acn", model=binary_model, quiet=True)
+    a = read_archive(tmp_path / "p.acn")
+    for bad, message in ((dict(list(a.header["portable"]["scales"].items())[1:]), "do not fit"),
+                         ({**a.header["portable"]["scales"], "enc_fc": -1.0}, "'portable'"),
+                         ({**a.header["portable"]["scales"], "enc_fc": float("nan")},
+                          "'portable'")):
+        a.header["portable"]["scales"] = bad
+        (tmp_path / "bad.acn").write_bytes(pack(a))
+        with pytest.raises(Exception, match=message):
+            api.decompress(tmp_path / "bad.acn", tmp_path / "o", model=binary_model,
+                           quiet=True)
+        assert not (tmp_path / "o").exists()
