@@ -70,7 +70,7 @@ class _Limits:
     max_neighbours = 1024
     max_seed_words = 1 << 22
     max_threads = 256
-    max_grid_bins = 1 << 21
+    max_grid_bins = 1 << 14           # latent tables: batch rows x bins x 8 bytes, ~0.5 GB each
     max_name_bytes = 4096             # one stored path, UTF-8
     max_other_files = 10 ** 6
     max_other_bytes = 1 << 28         # 256 MiB of files kept byte for byte (held in memory)

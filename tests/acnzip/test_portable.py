@@ -1,7 +1,6 @@
 """Portable archives: the integer-exact networks (nn/integer.py) and portable tables give the
 same bits for any batch, thread count and CPU vector unit, and their archives decode across
 them. Untrained tiny models (real networks) and generated digits: runs on any clone."""
-import hashlib
 import os
 import subprocess
 import sys
