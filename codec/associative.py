@@ -35,29 +35,59 @@ from .core import Codec
 from .leaves import Categorical, Uniform
 from .stack import AnsStack, CodecError
 
-__all__ = ["AssociativePrior", "PriorCosts", "nearest"]
+__all__ = ["AssociativePrior", "PriorCosts", "nearest", "NEAREST_CHUNK"]
 
 
-def nearest(points: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
+NEAREST_CHUNK = 1 << 15   # anchors per block of the candidate search: memory B x 2**15 floats
+
+
+def _distances(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Squared L2 (B, H) in float64, accumulated dimension by dimension in index order."""
+    d2 = np.zeros((len(points), len(anchors)))
+    for d in range(points.shape[1]):                     # a fixed order of accumulation
+        diff = points[:, d, None] - anchors[None, :, d]
+        d2 += diff * diff
+    return d2
+
+
+def _smallest(d2: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k (distance, index) pairs that come first by distance then index, in that
+    order: (B, min(k, n)) each. idx (B, n) are the indices of the columns of d2 (B, n)."""
+    k = min(k, d2.shape[1])
+    if k < d2.shape[1]:
+        kth = np.partition(d2, k - 1, axis=1)[:, k - 1:k]   # the k-th smallest value: exact
+        keep = d2 <= kth                                      # >= k per row
+        rows, cols = np.nonzero(keep)
+    else:
+        rows, cols = np.nonzero(np.ones(d2.shape, bool))
+    order = np.lexsort((idx[rows, cols], d2[rows, cols], rows))  # row, distance, index
+    rows, cols = rows[order], cols[order]
+    counts = np.bincount(rows, minlength=len(d2))
+    take = cols[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
+    return np.take_along_axis(d2, take, 1), np.take_along_axis(idx, take, 1)
+
+
+def nearest(points: np.ndarray, anchors: np.ndarray, k: int,
+            chunk: int = NEAREST_CHUNK) -> np.ndarray:
     """Indices (B, k) of the k anchors (H, D) nearest each point (B, D), nearest first; exact
-    squared L2 in float64 summed over dimensions in index order; ties by the lower index."""
+    squared L2 in float64 summed over dimensions in index order; ties by the lower index.
+
+    The anchors are searched in blocks of `chunk`, keeping each row's best k: memory is
+    O(B (chunk + k)) for any H, time O(B H D); the result does not depend on `chunk` (a
+    selection by (distance, index) is the same whichever blocks it is merged from)."""
     points = np.asarray(points, dtype=np.float64)
     anchors = np.asarray(anchors, dtype=np.float64)
     h = len(anchors)
     k = min(k, h)
-    d2 = np.zeros((len(points), h))
-    for d in range(points.shape[1]):                     # a fixed order of accumulation
-        diff = points[:, d, None] - anchors[None, :, d]
-        d2 += diff * diff
-    if k == h:
-        return np.argsort(d2, axis=1, kind="stable")
-    kth = np.partition(d2, k - 1, axis=1)[:, k - 1:k]     # the k-th smallest value: exact
-    rows, cols = np.nonzero(d2 <= kth)                   # >= k per row, cols ascending
-    order = np.lexsort((cols, d2[rows, cols], rows))     # by row, then distance, then index
-    rows, cols = rows[order], cols[order]
-    counts = np.bincount(rows, minlength=len(points))
-    starts = np.cumsum(counts) - counts
-    return cols[starts[:, None] + np.arange(k)]
+    best_d = np.zeros((len(points), 0))
+    best_i = np.zeros((len(points), 0), dtype=np.int64)
+    for start in range(0, h, chunk):
+        block = anchors[start:start + chunk]
+        d2 = np.concatenate([best_d, _distances(points, block)], axis=1)
+        idx = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(block)),
+                                                      (len(points), len(block)))], axis=1)
+        best_d, best_i = _smallest(d2, idx, k)
+    return best_i
 
 
 @dataclass

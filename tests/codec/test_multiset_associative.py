@@ -47,6 +47,8 @@ def test_nearest_is_exact_with_ties_broken_by_index():
     want = np.argsort(d2, axis=1, kind="stable")[:, :7]
     assert np.array_equal(got, want)
     assert np.array_equal(nearest(points, anchors[:3], 7), np.argsort(d2[:, :3], 1, kind="stable"))
+    for chunk in (1, 6, 7, 64, 499):          # searched block by block: the same answer
+        assert np.array_equal(nearest(points, anchors, 7, chunk=chunk), want), chunk
 
 
 def _prior(rng, h, d=3, k=4, n=25, base_weight=0.0):
