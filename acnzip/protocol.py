@@ -96,6 +96,7 @@ class Coder:
                  integer: IntegerACN | None = None):
         self.model, self.gmm, self.grid = model, gmm, grid
         self.integer = integer
+        self._base = None            # the GMM's tables, built on first use
         cfg = model.config
         self.shape = (cfg.channels, cfg.height, cfg.width)
         self.binary = cfg.binary
@@ -110,7 +111,7 @@ class Coder:
 
     def base(self, n: int):
         """The unconditional GMM p(z) for n latent rows (its tables computed once)."""
-        if getattr(self, "_base", None) is None:
+        if self._base is None:
             w, mu, sc = self.gmm
             leaf = PortableDiagonalMixture if self.portable else DiscretisedDiagonalMixture
             self._base = leaf(w, mu, sc, 1, self.grid)
