@@ -180,7 +180,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
-            for i in range(0, n, 256):                   # per image: see SetTables
+            for i in range(0, n, 256):       # float: one image at a time (see SetTables)
                 tick(len(tables.add(torch.from_numpy(pixels[i:i + 256]))))
             coder = tables.coder = coder.with_grid(grid_for(tables.codes))
             w = BASE_WEIGHT

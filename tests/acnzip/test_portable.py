@@ -14,7 +14,7 @@ from acnzip import api
 from acnzip.archive import read_archive
 from acnzip.modelfile import load_model
 from acnzip.nn.integer import IntegerACN, calibrate, scale_names
-from acnzip.protocol import SetTables, set_batches
+from acnzip.protocol import SetTables
 from codec import BinGrid
 
 from .conftest import make_model_file
@@ -72,22 +72,19 @@ def test_integer_model_stays_close_to_the_float_model(net_and_images):
     assert np.abs(net.code_bins(x) / 64 - c).max() < 0.1 + 0.05 * np.abs(c).max()
 
 
-def test_tables_built_in_bobs_batches_equal_alices(binary_model):
+def test_mixture_tables_and_scores_do_not_depend_on_the_rows_beside_them(binary_model):
+    """(Codes and priors in Bob's batches: test_set_protocol, portable case.) The portable
+    mixture tables and q's scores of a row are the same computed with other rows or alone."""
     mf = load_model(binary_model)
     images = torch.from_numpy(digits(30, seed=2)[:, None])
     coder = api._coder(mf, BinGrid(), 1, calibrate(mf.model, images[:8], 1 / 64))
-    alice = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
-    alice.add(images)
-    bob = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
-    for size in set_batches(30, 8):
-        bob.add(images[bob.size:bob.size + size])
-    for name in ("codes", "w", "mu", "sc"):
-        assert np.array_equal(getattr(bob, name), getattr(alice, name)), name
+    tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
+    tables.add(images)
     rows = np.arange(30)
-    assert np.array_equal(alice.mixture(rows[:9]).probs, bob.mixture(rows).probs[:9])
-    z = coder.grid.index(alice.codes[:5].astype(np.float64))
-    assert np.array_equal(alice.score(z, np.tile(rows[:4], (5, 1))),
-                          np.stack([alice.score(z[i:i + 1], rows[None, :4])[0]
+    assert np.array_equal(tables.mixture(rows[:9]).probs, tables.mixture(rows).probs[:9])
+    z = coder.grid.index(tables.codes[:5].astype(np.float64))
+    assert np.array_equal(tables.score(z, np.tile(rows[:4], (5, 1))),
+                          np.stack([tables.score(z[i:i + 1], rows[None, :4])[0]
                                     for i in range(5)]))
 
 

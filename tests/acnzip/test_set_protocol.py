@@ -120,12 +120,14 @@ def test_alice_and_bob_code_every_symbol_with_identical_tables(binary_model, ord
     assert np.array_equal(back, images) if order == "keep" else _same_multiset(back, images)
 
 
-def test_per_image_tables_do_not_depend_on_the_batch(binary_model):
+@pytest.mark.parametrize("portable", [False, True], ids=["float", "portable"])
+def test_per_image_tables_do_not_depend_on_the_batch(binary_model, portable):
     """Codes and prior parameters computed for images in Bob's batches equal Alice's, computed
-    for all images at once, bit for bit."""
+    for all images at once, bit for bit (float: one image at a time; portable: batched)."""
     mf = load_model(binary_model)
-    coder = api._coder(mf, BinGrid(), 1)
     images = torch.from_numpy(digits(30, seed=2)[:, None])
+    scales = calibrate(mf.model, images[:8], 1 / 64) if portable else None
+    coder = api._coder(mf, BinGrid(), 1, scales)
     alice = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
     alice.add(images)
     bob = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, 30)
