@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from codec import associative
 from codec import (AnsStack, AssociativePrior, CodecError, DiscretisedDiagonalMixture,
                    DiscretisedMixture, Multiset, nearest)
 from codec.grid import DEFAULT_GRID
@@ -49,6 +50,41 @@ def test_nearest_is_exact_with_ties_broken_by_index():
     assert np.array_equal(nearest(points, anchors[:3], 7), np.argsort(d2[:, :3], 1, kind="stable"))
     for chunk in (1, 6, 7, 64, 499):          # searched block by block: the same answer
         assert np.array_equal(nearest(points, anchors, 7, chunk=chunk), want), chunk
+
+
+def _exhaustive(points, anchors, k):
+    """The reference: every exact distance, then the first k by (distance, index)."""
+    d2 = associative._distances(points, anchors)
+    return associative._smallest(d2, np.broadcast_to(np.arange(len(anchors)), d2.shape), k)[1]
+
+
+@pytest.mark.parametrize("case", ["ties", "near-ties", "large", "tiny", "one-far"])
+def test_screened_search_equals_the_exhaustive_one(case):
+    """Blocks of >= 1024 anchors are screened by a BLAS product with a certified error bound;
+    the answer must equal the exhaustive exact search's, near-ties and exact ties included."""
+    rng = np.random.default_rng(5)
+    d = 32
+    if case == "ties":              # grid values: many exactly equal distances
+        anchors = rng.integers(-2, 3, (3000, d)) * 0.25
+        points = rng.integers(-2, 3, (40, d)) * 0.25
+    elif case == "near-ties":       # distances differing in the last bits
+        base = rng.normal(0, 1, (1, d))
+        anchors = base + rng.integers(-4, 5, (3000, d)) * 2.0 ** -50
+        points = base + rng.integers(-4, 5, (40, d)) * 2.0 ** -50 + 1e-3
+    elif case == "large":
+        anchors = rng.normal(0, 1, (3000, d)) * 1e6 + 1e7
+        points = anchors[rng.integers(0, 3000, 40)] + rng.normal(0, 1, (40, d))
+    elif case == "tiny":
+        anchors = rng.normal(0, 1, (3000, d)) * 1e-160
+        points = rng.normal(0, 1, (40, d)) * 1e-160
+    else:                           # one anchor far away inflates |a|^2 for the whole block
+        anchors = rng.normal(0, 1, (3000, d))
+        anchors[17] = 1e8
+        points = rng.normal(0, 1, (40, d))
+    for k in (1, 16, 64):
+        want = _exhaustive(points, anchors, k)
+        assert np.array_equal(nearest(points, anchors, k), want), (case, k)
+        assert np.array_equal(nearest(points, anchors, k, chunk=1100), want), (case, k)
 
 
 def _prior(rng, h, d=3, k=4, n=25, base_weight=0.0):
