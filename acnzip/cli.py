@@ -155,8 +155,15 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
     \b
     Your own images, validated on a tenth of them, one hour on this machine:
       acnzip train my_images/ --valid-fraction 0.1 --max-minutes 60 -o my.pt
-      acnzip compress my_images/ -o my.acn --model my.pt --embed-model Checkpoints are written every --checkpoint-every minutes, at each epoch end and
+      acnzip compress my_images/ -o my.acn --model my.pt --embed-model
+
+    Checkpoints are written every --checkpoint-every minutes, at each epoch end and
     when stopping; Ctrl-C stops after the current step with a checkpoint.
+
+    \b
+    Several processes (torch DistributedDataParallel; gloo on CPU, nccl on GPU), the
+    global batch split between them, the same algorithm as one process:
+      torchrun --standalone --nproc_per_node=2 -m acnzip train DATA -o MODEL.pt --threads 1
     """
     import numpy as np
     from .atomic import check_output
@@ -187,10 +194,12 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
                               command=command, init=init,
                               arch=dict(pixelcnn_blocks=blocks, pixelcnn_filters=filters))
     except TrainingInterrupted as stop:
-        click.echo(f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}; continue "
-                   f"with --resume {stop.checkpoint}", err=True)
+        if stop.checkpoint is not None:                  # rank 0 (or the only process)
+            click.echo(f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}; "
+                       f"continue with --resume {stop.checkpoint}", err=True)
         ctx.exit(130)
-    _report(result, output)
+    if result.main:
+        _report(result, output)
 
 
 def _report(result, output: Path) -> None:

@@ -4,10 +4,13 @@ The run: epochs of steps, validation every few steps, checkpoints every few minu
 epoch end, at a time budget and on Ctrl-C (so `resume` continues exactly), a progress bar;
 then p(z) is fitted to the training codes (gmm.py), the model validated and its file written
 (modelfile.py) with the command, the machine and the validation history as metadata.
+Under torchrun the ranks train together (distributed.py); rank 0 validates, checkpoints and
+writes the model file.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -27,6 +30,7 @@ from . import __version__
 from .codestore import CodeStore
 from .config import ModelConfig, model_config, train_config
 from .data import Dataset
+from .distributed import World, weights_digest
 from .gmm import DiagonalGMM, select_gmm
 from .modelfile import load_model, save_model
 from .runtime import LN2, machine
@@ -103,15 +107,19 @@ class _Clock:
         if time.monotonic() - self.last >= 60.0 * self.opts.checkpoint_minutes:
             self.checkpoint()
 
+    REASONS = (None, "max-steps", "max-minutes", "interrupted")
+
     def stop_reason(self, sigint: dict) -> str | None:
+        """Why to stop now (None: go on), agreed by all ranks: the strongest reason any has."""
         o, step = self.opts, self.tr.progress.step
+        reason = None
         if sigint["hit"]:
-            return "interrupted"
-        if o.max_steps is not None and step >= o.max_steps:
-            return "max-steps"
-        if o.max_minutes is not None and time.monotonic() - self.start >= 60.0 * o.max_minutes:
-            return "max-minutes"
-        return None
+            reason = "interrupted"
+        elif o.max_steps is not None and step >= o.max_steps:
+            reason = "max-steps"
+        elif o.max_minutes is not None and time.monotonic() - self.start >= 60.0 * o.max_minutes:
+            reason = "max-minutes"
+        return self.REASONS[self.tr.world.agree_max(self.REASONS.index(reason))]
 
 
 def _log_validation(tr: Trainer, opts: RunOptions) -> None:
@@ -217,7 +225,8 @@ class TrainResult:
     reason: str                 # "complete", "max-minutes" or "max-steps"
     steps: int
     checkpoint: Path | None
-    metadata: dict
+    metadata: dict              # {} on ranks other than 0 (which write nothing)
+    main: bool = True           # rank 0 (or the only process)
 
 
 def _data_info(data: Dataset) -> dict:
@@ -249,7 +258,8 @@ def _init_weights(init: Path, mc: ModelConfig) -> tuple[ModelConfig, dict]:
     return got, mf.model.state_dict()
 
 
-def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=None) -> Trainer:
+def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=None,
+             world: World | None = None) -> Trainer:
     """A new Trainer (from `init`'s weights, if given), or one continuing the checkpoint
     `resume`. arch: ModelConfig fields overriding the named config's (None values ignored)."""
     train_x = data.model_pixels()
@@ -267,7 +277,7 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
             mc, weights = _init_weights(init, mc)
             if overrides.get("kl_warmup") is None:     # a trained model needs no KL warm-up
                 overrides = {**overrides, "kl_warmup": 0}
-        tr = Trainer(mc, train_config(config, **overrides), train_x, valid_x, dev)
+        tr = Trainer(mc, train_config(config, **overrides), train_x, valid_x, dev, world)
         tr.info = {"config": config, "data": _data_info(data)}
         if weights is not None:
             tr.warm_start(weights)
@@ -277,7 +287,7 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
     if init is not None:
         raise TrainError("--init and --resume exclude each other (a checkpoint has weights)")
     ckpt = load_checkpoint(resume, dev)
-    tr = Trainer.from_checkpoint(ckpt, train_x, valid_x, dev, overrides.get("epochs"))
+    tr = Trainer.from_checkpoint(ckpt, train_x, valid_x, dev, overrides.get("epochs"), world)
     tr.info = ckpt.get("info", {})
     _check_resume_settings(tr, config, overrides)
     for key, value in arch.items():
@@ -306,13 +316,29 @@ def train(data: Dataset, out: Path, valid: Dataset | None = None, config: str | 
     ignored); when resuming they must equal the checkpoint's, except "epochs". arch:
     ModelConfig fields over the config's (pixelcnn_blocks, pixelcnn_filters). init: a model
     file to start from (weights only: a new optimiser, code store re-encoded, no KL warm-up
-    unless asked for).
+    unless asked for). Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 alone
+    logs, validates, checkpoints and writes `out`.
     """
     opts, overrides = opts or RunOptions(), dict(overrides or {})
     dev = pick_device(device)
+    world = World.from_env(dev.type)
+    try:
+        return _train(data, out, valid, config, overrides, resume, dev, opts, command, arch,
+                      init, world)
+    finally:
+        world.close()
+
+
+def _train(data, out, valid, config, overrides, resume, dev, opts, command, arch, init,
+           world: World) -> TrainResult:
+    if world.size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", world.local_rank)
+    if not world.main:                       # rank 0 speaks, validates and writes for all
+        opts = dataclasses.replace(opts, checkpoint=None, progress=False, log=lambda msg: None)
+        valid = None
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    tr = _trainer(data, valid, config, overrides, resume, dev, opts, arch, init)
+    tr = _trainer(data, valid, config, overrides, resume, dev, opts, arch, init, world)
     if opts.precision == "bf16":
         tr.autocast_dtype = torch.bfloat16
     elif opts.precision != "fp32":
@@ -321,8 +347,20 @@ def train(data: Dataset, out: Path, valid: Dataset | None = None, config: str | 
              f"{'binary' if data.binary else '8-bit'}, {tr.tc.epochs} epochs of batch "
              f"{tr.tc.batch_size}, {tr.tc.optimizer} lr {tr.tc.lr:g}, device {dev}, "
              f"{opts.precision}, PixelCNN {tr.mc.pixelcnn_blocks} x {tr.mc.pixelcnn_filters}")
+    if world.size > 1:
+        opts.log(f"{world.size} processes (torch.distributed, {world.backend}), a global batch "
+                 f"of {tr.tc.batch_size} split between them")
+    start, first = time.monotonic(), tr.progress.step
     reason = run(tr, opts)
+    secs, steps = max(time.monotonic() - start, 1e-9), tr.progress.step - first
+    opts.log(f"trained {steps} steps in {secs:.0f} s: {steps * tr.tc.batch_size / secs:.1f} "
+             f"images/s with {world.size} process(es) x {torch.get_num_threads()} thread(s)")
+    if not world.check_same(weights_digest(tr.model) + weights_digest(tr.polyak.model)):
+        raise TrainError("the training processes ended with different weights; the model "
+                         "file was not written")
+    if not world.main:
+        return TrainResult(reason, tr.progress.step, None, {}, main=False)
     opts.log(f"stopped ({reason}) at step {tr.progress.step}; fitting p(z) and validating")
-    gmm, meta = finish(tr, reason, command, extra=dict(tr.info))
+    gmm, meta = finish(tr, reason, command, extra=dict(tr.info, processes=world.size))
     save_model(out, tr.polyak.model, tr.tc, gmm, meta)
     return TrainResult(reason, tr.progress.step, opts.checkpoint, meta)

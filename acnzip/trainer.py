@@ -5,6 +5,10 @@ c_hat = a code drawn uniformly from the K nearest stored codes of c excluding x'
 store c, then minimise KL(q(z|x) || p(z|c_hat)) - log r(x|z), z = c + eps (nats per image).
 The Polyak average of the weights is what validation and the model file use.
 
+With several processes (distributed.py) each rank computes its slice of the batch; the codes
+are all-gathered and the draws made for the whole batch on every rank, so the ranks hold the
+same store, weights and RNG states after every step.
+
 A checkpoint holds everything the steps depend on (weights, optimiser, code store, RNGs,
 where the epoch is), so a Trainer rebuilt from one continues bit for bit as if never stopped
 (same device and thread count). Running the steps (epochs, time budget, Ctrl-C, when to
@@ -27,6 +31,7 @@ import torch
 from .atomic import atomic_write_bytes
 from .codestore import CodeStore
 from .config import ModelConfig, TrainConfig
+from .distributed import World
 from .errors import AcnzipError
 from .nn import ACN
 from .nn.prior import posterior_log_prob
@@ -120,6 +125,22 @@ def validation_loss(model: ACN, x: torch.Tensor, store: CodeStore, k: int, seed:
     return out
 
 
+class _StepLoss(torch.nn.Module):
+    """One step's loss terms as a module, so that DistributedDataParallel can wrap it:
+    forward(x, neighbours) encodes x, asks `neighbours(c)` for (c_hat, eps) and returns the
+    per-image KL and reconstruction (nats)."""
+
+    def __init__(self, acn: ACN):
+        super().__init__()
+        self.acn = acn
+
+    def forward(self, x: torch.Tensor, neighbours):
+        c = self.acn.encoder(x).float()                                  # (b, D)
+        c_hat, eps = neighbours(c)
+        t = self.acn.loss(x, c_hat, code=c, eps=eps)
+        return t.kl, t.recon
+
+
 @dataclass
 class Progress:
     """Where the loop is: everything besides weights, optimiser, store and RNGs."""
@@ -145,10 +166,12 @@ class Trainer:
     """One training run's state: model, Polyak average, optimiser, code store, RNGs, progress.
 
     train_x, valid_x: (N, C, H, W) uint8 as the model sees them (Dataset.model_pixels()).
+    world: the training processes (distributed.World; one process when None).
     """
 
     def __init__(self, mc: ModelConfig, tc: TrainConfig, train_x: np.ndarray,
-                 valid_x: np.ndarray | None = None, device: str | torch.device = "cpu"):
+                 valid_x: np.ndarray | None = None, device: str | torch.device = "cpu",
+                 world: World | None = None):
         if len(train_x) < 2:
             raise TrainError("need at least 2 training images (each code is conditioned on "
                              "a neighbour's)")
@@ -158,6 +181,12 @@ class Trainer:
             self.model = ACN(mc).to(self.device)
         self.polyak = Polyak(self.model, tc.polyak_decay)
         self.opt = make_optimizer(self.model, tc)
+        self.world = world or World()
+        self.step_loss: torch.nn.Module = _StepLoss(self.model)
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.step_loss = DistributedDataParallel(
+                self.step_loss, device_ids=[self.device] if self.device.type == "cuda" else None)
         store_seed, loop_seed, valid_seed = np.random.SeedSequence(tc.seed).spawn(3)
         self.store = CodeStore(len(train_x), mc.latent_dim, seed=store_seed,
                                search_device=self.device)
@@ -182,27 +211,40 @@ class Trainer:
         self.store.set_codes(self.model.eval().codes(self.x))
 
     def train_step(self, idx: np.ndarray) -> tuple[float, float, float]:
-        """One step of Algorithm 1 on training indices idx (B,): (loss, kl, recon) nats/image."""
+        """One step of Algorithm 1 on training indices idx (B,): (loss, kl, recon) nats/image,
+        means over the whole batch (all ranks)."""
         self.model.train()
-        x = self.x[torch.from_numpy(idx).to(self.device)]                # (B, C, H, W)
+        world, n = self.world, len(idx)
+        mine = world.slice(n)                                 # this rank's rows of the batch
+        x = self.x[torch.from_numpy(idx[mine]).to(self.device)]          # (b, C, H, W)
+
+        def neighbours(c: torch.Tensor):
+            """c_hat and eps for this rank's codes c (b, D); every rank draws for the whole
+            batch and stores the whole batch's codes, so all ranks stay identical."""
+            c_all = world.gather_rows(c.detach(), n).cpu().numpy()          # (B, D)
+            c_hat = self.store.sample_neighbours(c_all, idx, self.tc.knn_k, self.rng)
+            self.store.update(idx, c_all)
+            eps = torch.randn(c_all.shape, generator=self.gen)
+            return (torch.from_numpy(c_hat[mine]).to(self.device), eps[mine].to(self.device))
+
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            c = self.model.encoder(x).float()                            # (B, D)
-            c_np = c.detach().cpu().numpy()
-            c_hat = self.store.sample_neighbours(c_np, idx, self.tc.knn_k, self.rng)
-            self.store.update(idx, c_np)
-            eps = torch.randn(c.shape, generator=self.gen).to(self.device)
-            t = self.model.loss(x, torch.from_numpy(c_hat).to(self.device), code=c, eps=eps)
-        loss = t.total.mean()
-        if not torch.isfinite(loss):
-            raise TrainError(f"the loss became {loss.item()} at step {self.progress.step + 1}; "
-                             "try a smaller --lr or resume from an earlier checkpoint")
+            kl, recon = self.step_loss(x, neighbours)
+        sums = world.sum(torch.stack([kl.detach().double().sum(), recon.detach().double().sum()]))
+        mean_kl, mean_recon = (sums / n).tolist()
+        if not np.isfinite(mean_kl + mean_recon):
+            raise TrainError(f"the loss became {mean_kl + mean_recon} at step "
+                             f"{self.progress.step + 1}; try a smaller --lr or resume from an "
+                             "earlier checkpoint")
         self.opt.zero_grad(set_to_none=True)
-        (self.kl_weight() * t.kl.mean() + t.recon.mean()).backward()
+        # DDP averages the ranks' gradients: scaled so that the average is the gradient of the
+        # whole batch's mean (the scale is exactly 1 in one process)
+        scale = (mine.stop - mine.start) * world.size / n
+        ((self.kl_weight() * kl.mean() + recon.mean()) * scale).backward()
         self.opt.step()
         self.polyak.update(self.model)
         self.progress.step += 1
-        return loss.item(), t.kl.mean().item(), t.recon.mean().item()
+        return mean_kl + mean_recon, mean_kl, mean_recon
 
     def kl_weight(self) -> float:
         """beta of the KL term for the coming step: rises linearly from 0 to 1 over the first
@@ -247,12 +289,13 @@ class Trainer:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, train_x, valid_x=None, device="cpu",
-                        epochs: int | None = None) -> "Trainer":
+                        epochs: int | None = None, world: World | None = None) -> "Trainer":
         """A Trainer continuing `ckpt` (its configs; `epochs` may extend the run)."""
         tc = TrainConfig.from_dict(ckpt["train_config"])
         if epochs is not None:
             tc = TrainConfig.from_dict({**tc.to_dict(), "epochs": epochs})
-        tr = cls(ModelConfig.from_dict(ckpt["model_config"]), tc, train_x, valid_x, device)
+        tr = cls(ModelConfig.from_dict(ckpt["model_config"]), tc, train_x, valid_x, device,
+                 world)
         tr.load_state_dict(ckpt)
         return tr
 
