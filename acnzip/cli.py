@@ -105,6 +105,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
               "10 paper, 5 cpu]. Decoding time grows with blocks x filters^2.")
 @click.option("--filters", type=click.IntRange(min=1), help="Feature maps per PixelCNN stack "
               "[config's: 64 paper, 32 cpu].")
+@click.option("--likelihood", type=click.Choice(["softmax", "logistic"]),
+              help="8-bit decoder output: a 256-way softmax per sub-pixel [softmax], or a "
+              "discretised mixture of 10 logistics (PixelCNN++; archives with --float only).")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               metavar="MODEL.pt", help="Start from this model file's weights (its architecture; "
               "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup).")
@@ -141,7 +144,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @user_errors
-def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filters, init,
+def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filters, likelihood,
+          init,
           epochs, batch_size, lr,
           optimizer, polyak_decay, kl_warmup, seed, device, precision, threads, resume, checkpoint,
           checkpoint_every, max_minutes, max_steps, force, quiet):
@@ -192,7 +196,8 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
                               config=config if _explicit(ctx, "config") or not resume else None,
                               overrides=overrides, resume=resume, device=device, opts=opts,
                               command=command, init=init,
-                              arch=dict(pixelcnn_blocks=blocks, pixelcnn_filters=filters))
+                              arch=dict(pixelcnn_blocks=blocks, pixelcnn_filters=filters,
+                                        likelihood=likelihood))
     except TrainingInterrupted as stop:
         if stop.checkpoint is not None:                  # rank 0 (or the only process)
             click.echo(f"interrupted at step {stop.step}; checkpoint {stop.checkpoint}; "

@@ -49,12 +49,16 @@ class ModelConfig(_DictMixin):
     pixelcnn_filters: int = 64        # F feature maps per stack
     pixelcnn_kernel: int = 5          # k: odd; vertical k x (k//2+1), horizontal 1 x (k//2+1)
     scale_floor: float = 1e-3         # prior scales = softplus(.) + floor
+    likelihood: str = "softmax"       # 8-bit sub-pixels: "softmax" (256-way) or "logistic"
+    logistic_components: int = 10     # L of the discretised logistic mixture (PixelCNN++)
 
     def __post_init__(self):
         if len(self.encoder_channels) != len(self.encoder_strides):
             raise ValueError("encoder_channels and encoder_strides differ in length")
         if self.pixelcnn_kernel % 2 == 0 or self.pixelcnn_kernel < 3:
             raise ValueError("pixelcnn_kernel must be odd and >= 3")
+        if self.likelihood not in ("softmax", "logistic") or self.logistic_components < 1:
+            raise ValueError("likelihood must be softmax or logistic, with >= 1 components")
         if self.pixelcnn_filters < self.channels:
             raise ValueError("pixelcnn_filters must be >= channels (one group per channel)")
 

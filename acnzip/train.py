@@ -273,7 +273,7 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
         if init is not None:
             if arch:
                 raise TrainError("--init takes the architecture from the model file; leave "
-                                 "out --blocks/--filters")
+                                 "out --blocks/--filters/--likelihood")
             mc, weights = _init_weights(init, mc)
             if overrides.get("kl_warmup") is None:     # a trained model needs no KL warm-up
                 overrides = {**overrides, "kl_warmup": 0}

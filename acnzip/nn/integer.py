@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 from codec import exactmath
 
+from ..errors import AcnzipError
+
 __all__ = ["IntLinear", "IntegerACN", "IntegerStepper", "quantise", "calibrate", "scale_names",
            "calibration_rows", "bernoulli_p", "softmax_weights", "Q", "GATE_SCALE"]
 
@@ -264,6 +266,9 @@ class IntegerACN:
 
     # -- PixelCNN ------------------------------------------------------------------------------
     def _build_decoder(self, dec) -> None:
+        if dec.logistic:
+            raise AcnzipError("portable archives need a 256-way softmax decoder; this model's "
+                              "is a logistic mixture: compress with --float")
         self.dec = dec
         self.C, self.V = dec.C, dec.V
 

@@ -16,8 +16,11 @@ Layout of block l (p = k // 2, pixel (r, c), raster order, channels R -> G -> B)
   share a group. Horizontal output = h_in + `h_res` (1x1, type B) of the gate (no residual in
   block 0, whose input has C channels).
 * z enters every block through `v_cond` and `h_cond`, Linear(D, 2F), added to the pre-activations.
-* Head: relu -> 1x1 (F -> F, type B) -> relu -> 1x1 (F -> C*V, type B; logits of channel g
-  form group g), V = 1 (Bernoulli logit) for binary images, 256 otherwise.
+* Head: relu -> 1x1 (F -> F, type B) -> relu -> 1x1 (F -> C*V, type B; outputs of channel g
+  form group g), V = 1 (Bernoulli logit) for binary images; for 8-bit ones V = 256 logits
+  (likelihood "softmax") or V = 3L parameters of a discretised logistic mixture (likelihood
+  "logistic", PixelCNN++: L mixture logits, L means, L log-scales; `log_probs` turns them
+  into the 256 log-probabilities the coder uses).
 
 So the logits at (r, c, channel g) depend on x rows < r, row r columns < c, and channels < g
 of pixel (r, c). For a cached step-by-step evaluation: when row r-1 is complete, run the
@@ -26,6 +29,8 @@ then per pixel, each block's horizontal conv needs the last p+1 columns of its i
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +38,37 @@ from torch import nn
 from ..config import ModelConfig
 from .encoder import scale_pixels
 
-__all__ = ["GatedPixelCNN", "GatedBlock", "channel_groups", "centre_mask"]
+__all__ = ["GatedPixelCNN", "GatedBlock", "channel_groups", "centre_mask",
+           "logistic_log_probs"]
+
+_HALF_BIN = 1.0 / 255.0                  # half a pixel level on the [-1, 1] scale
+
+
+def logistic_log_probs(params: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """log P(x) under a discretised mixture of L logistics (PixelCNN++, Salimans et al. 2017)
+    on the 256 levels, the level x mapped to x / 127.5 - 1 and the end levels taking the tails.
+
+    params (..., 3L): mixture logits, means, log-scales (clamped at -7). x (...,) levels:
+    returns (...,) log P(x); x None: (..., 256) log P of every level (the coder's table)."""
+    L = params.shape[-1] // 3
+    logit_pi, mu, log_s = params[..., :L], params[..., L:2 * L], params[..., 2 * L:]
+    log_s = log_s.clamp(min=-7.0)
+    if x is None:
+        levels = torch.arange(256, device=params.device, dtype=params.dtype)
+        x = levels.view((1,) * (params.dim() - 1) + (256,))
+        logit_pi, mu, log_s = (t.unsqueeze(-2) for t in (logit_pi, mu, log_s))   # (..., 1, L)
+    xs = (x.to(params.dtype) / 127.5 - 1.0).unsqueeze(-1)                        # (..., 1)
+    centred, inv_s = xs - mu, torch.exp(-log_s)
+    plus, minus = inv_s * (centred + _HALF_BIN), inv_s * (centred - _HALF_BIN)
+    log_cdf_plus = plus - F.softplus(plus)                  # log sigmoid(plus): level 0
+    log_sf_minus = -F.softplus(minus)                       # log(1 - sigmoid(minus)): level 255
+    delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_s * centred                                   # density at the centre, when tiny
+    log_pdf_mid = mid - log_s - 2.0 * F.softplus(mid) + math.log(2.0 * _HALF_BIN)
+    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
+    xl = x.unsqueeze(-1)
+    log_p = torch.where(xl == 0, log_cdf_plus, torch.where(xl == 255, log_sf_minus, inner))
+    return torch.logsumexp(log_p + F.log_softmax(logit_pi, dim=-1), dim=-1)
 
 
 def channel_groups(n: int, channels: int) -> torch.Tensor:
@@ -96,7 +131,8 @@ class GatedPixelCNN(nn.Module):
         super().__init__()
         C, Fm = cfg.channels, cfg.pixelcnn_filters
         self.binary, self.C = cfg.binary, C
-        self.V = 1 if cfg.binary else 256
+        self.logistic = not cfg.binary and cfg.likelihood == "logistic"
+        self.V = 1 if cfg.binary else 3 * cfg.logistic_components if self.logistic else 256
         self.blocks = nn.ModuleList(
             GatedBlock(C if i == 0 else Fm, Fm, cfg.pixelcnn_kernel, cfg.latent_dim, C, i == 0)
             for i in range(cfg.pixelcnn_blocks))
@@ -112,7 +148,8 @@ class GatedPixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) raw pixels, z (B, D) -> logits.
 
-        Binary: (B, C, H, W) Bernoulli logits. 8-bit: (B, C, H, W, 256) categorical logits.
+        Binary: (B, C, H, W) Bernoulli logits. 8-bit: (B, C, H, W, V): 256 categorical logits,
+        or the logistic mixture's 3L parameters (`log_probs` gives the 256 log-probabilities).
         """
         x = scale_pixels(x, self.binary)
         v = F.pad(x, (0, 0, 1, 0))[:, :, :-1]                  # v[r] = x[r-1], row 0 zeros
@@ -130,7 +167,15 @@ class GatedPixelCNN(nn.Module):
         """-log r(x|z) in nats per image: x (B, C, H, W) raw pixels -> (B,)."""
         if self.binary:
             nats = F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none")
+        elif self.logistic:
+            nats = -logistic_log_probs(logits.float(), x.long())
         else:
             nats = F.cross_entropy(logits.reshape(-1, self.V), x.reshape(-1).long(),
                                    reduction="none")
         return nats.view(x.shape[0], -1).sum(1)
+
+    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
+        """8-bit: the head's outputs (..., V) -> (..., 256) log-probabilities of the levels
+        (softmax: the logits themselves, which the coder normalises; logistic: the mixture's
+        bin masses)."""
+        return logistic_log_probs(out) if self.logistic else out

@@ -119,4 +119,4 @@ class PixelStepper:
         o = F.linear(o, self.out2_w, self.net.out2.bias)               # (B, C*V)
         if self.binary:
             return o[:, g]
-        return o.view(self.B, self.C, 256)[:, g]
+        return self.net.log_probs(o.view(self.B, self.C, self.net.V)[:, g])

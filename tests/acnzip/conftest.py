@@ -10,9 +10,10 @@ from acnzip.modelfile import save_model
 from acnzip.nn import ACN
 
 
-def make_model_file(path, channels=1, size=28, binary=True, seed=0):
+def make_model_file(path, channels=1, size=28, binary=True, seed=0, **arch):
     torch.manual_seed(seed)
-    cfg = model_config("tiny", channels=channels, height=size, width=size, binary=binary)
+    cfg = model_config("tiny", channels=channels, height=size, width=size, binary=binary,
+                       **arch)
     model = ACN(cfg).eval()
     rng = np.random.default_rng(seed)
     hi = 2 if binary else 256

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from acnzip.cli import main
 from acnzip.evaluate import TABLE2_ROWS
 
+from .conftest import make_model_file
+
 
 def _run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -119,3 +121,20 @@ def test_explore_with_labels_reports_the_probe(tmp_path, datasets, binary_model)
     assert "linear probe accuracy: codes" in res.stderr
     probe = json.loads((tmp_path / "fig" / "summary.json").read_text())["probe"]
     assert f"pixels {probe['pixels_accuracy']:.3f}" in res.stderr
+
+
+def test_logistic_mixture_model_codes_float_archives_and_refuses_portable(tmp_path):
+    """A decoder with the discretised logistic mixture: --float archives round-trip; a
+    portable one (the default) is refused in one line, nothing written."""
+    model = make_model_file(tmp_path / "logistic.pt", size=8, binary=False,
+                            likelihood="logistic")
+    src = tmp_path / "grey.npy"
+    np.save(src, np.random.default_rng(1).integers(0, 256, (12, 8, 8)).astype(np.uint8))
+    res = _run("compress", src, tmp_path / "p.acn", "--model", model, "-q")
+    assert res.exit_code == 1 and "--float" in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "p.acn").exists()
+    res = _run("compress", src, tmp_path / "f.acn", "--model", model, "--float", "-q")
+    assert res.exit_code == 0, res.output
+    res = _run("decompress", tmp_path / "f.acn", tmp_path / "back", "--model", model, "-q")
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(tmp_path / "back" / "grey.npy"), np.load(src))

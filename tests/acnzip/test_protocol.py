@@ -12,10 +12,13 @@ from acnzip.protocol import (Coder, Layout, chain_lengths, decode_dataset, encod
                              seed_words)
 
 
-@pytest.mark.parametrize("channels, binary", [(1, True), (3, False)])
-def test_cached_stepper_logits_equal_full_pass(channels, binary):
+@pytest.mark.parametrize("channels, binary, likelihood", [(1, True, "softmax"),
+                                                         (3, False, "softmax"),
+                                                         (3, False, "logistic")])
+def test_cached_stepper_logits_equal_full_pass(channels, binary, likelihood):
     torch.manual_seed(0)
-    cfg = model_config("tiny", channels=channels, height=7, width=6, binary=binary)
+    cfg = model_config("tiny", channels=channels, height=7, width=6, binary=binary,
+                       likelihood=likelihood)
     net = GatedPixelCNN(cfg).eval()
     for p in net.parameters():
         p.data.normal_(0, 0.3)
@@ -23,6 +26,8 @@ def test_cached_stepper_logits_equal_full_pass(channels, binary):
     z = torch.randn(3, cfg.latent_dim)
     with torch.no_grad():
         full = net(x, z)
+        if not binary:                    # the coder's 256 log-probabilities (or logits)
+            full = net.log_probs(full)
     seen = []
 
     def teacher(r, c, g, logits):
