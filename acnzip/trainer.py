@@ -14,8 +14,9 @@ where the epoch is), so a Trainer rebuilt from one continues bit for bit as if n
 (same device and thread count). Running the steps (epochs, time budget, Ctrl-C, when to
 checkpoint) and writing the model file are train.py's.
 
-Measured (fwd + bwd + Adam, batch 64, 28x28 binary, 2-core CPU, torch 2.13): `cpu` 77 images/s
-on 1 thread, 125 on 2 (an epoch of 50,000 in ~7 min); `paper` 11 and 21 images/s.
+Measured (whole steps as `acnzip train` logs them, batch 64, `cpu` config, 2-core CPU, torch
+2.13, session 7): binarized 52-56 images/s with 1 process x 2 threads, 58 with 2 processes x 1
+thread; 8-bit 47-49 and 54 (acnzip/models/README.md).
 """
 from __future__ import annotations
 
