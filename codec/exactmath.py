@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["exp", "log", "exact_table", "TABLE_BITS"]
+__all__ = ["exp", "log", "exact_table", "ordered_sum", "sum_last", "TABLE_BITS"]
 
 _LN2_HI = 6.93147180369123816490e-01   # ln 2 with 21 trailing zero bits: n * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10   # ln 2 - _LN2_HI
@@ -85,3 +85,19 @@ def exact_table(weights) -> np.ndarray:
     counts = np.floor((w / scale) * float(1 << TABLE_BITS)).astype(np.int64) + 1
     total = counts.sum(axis=-1, keepdims=True)            # exact: K < 2**22 entries
     return counts / total
+
+
+def ordered_sum(terms) -> np.ndarray:
+    """t0 + t1 + t2 + ... (float64 arrays, broadcast), added one term at a time in the order
+    given: elementwise additions, each correctly rounded, so the same bits on every machine
+    (a vectorised reduction such as `sum` may pair the terms differently)."""
+    it = iter(terms)
+    out = np.array(next(it), dtype=np.float64)
+    for t in it:
+        out = out + t
+    return out
+
+
+def sum_last(a: np.ndarray) -> np.ndarray:
+    """The sum over the last axis, entries added in index order (see `ordered_sum`)."""
+    return ordered_sum(a[..., i] for i in range(a.shape[-1]))

@@ -107,11 +107,8 @@ def _mixture_table(weights, means, scales, grid: BinGrid) -> np.ndarray:
     order, each product and sum correctly rounded elementwise."""
     lad = ladder(grid)
     points, s = lad.quantise(means, scales)
-    out = None
-    for m in range(means.shape[-1]):
-        part = lad.gather(points[..., m], s[..., m]) * weights[..., m, None]
-        out = part if out is None else out + part
-    return out
+    return exactmath.ordered_sum(lad.gather(points[..., m], s[..., m]) * weights[..., m, None]
+                                 for m in range(means.shape[-1]))
 
 
 class PortableMixture(Categorical):
@@ -158,7 +155,5 @@ class PortableDiagonalMixture(DiscretisedDiagonalMixture):
 
     def _leaf(self, d: int, log_w: np.ndarray) -> Categorical:
         w = exactmath.exp(log_w - log_w.max(axis=1, keepdims=True))       # (n, K)
-        table = w[:, 0, None] * self.mass[0, d]
-        for k in range(1, w.shape[1]):
-            table = table + w[:, k, None] * self.mass[k, d]
+        table = exactmath.ordered_sum(w[:, k, None] * self.mass[k, d] for k in range(w.shape[1]))
         return Categorical(table, offset=-self.grid.half_bins, exact=True)

@@ -256,10 +256,7 @@ class IntegerACN:
         raw = raw.view(-1, p.D, p.M, 3).double().numpy()
         logits, means = raw[..., 0], raw[..., 1]
         e = exactmath.exp(logits - logits.max(axis=-1, keepdims=True))
-        total = e[..., 0]
-        for m in range(1, e.shape[-1]):
-            total = total + e[..., m]
-        weights = e / total[..., None]
+        weights = e / exactmath.sum_last(e)[..., None]
         x = raw[..., 2]
         soft = np.where(x > 30.0, x, exactmath.log(1.0 + exactmath.exp(np.minimum(x, 30.0))))
         return weights, means, soft + p.floor
