@@ -87,13 +87,29 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 _GATE_TANH = (_table(lambda u: Q * _tanh(u)), _table(_sigmoid))   # 127 tanh, sigmoid
+_GATE_TABLE = torch.cat(_GATE_TANH)          # both, so that one lookup serves both halves
+_GATE_SHIFTS: dict = {}
+
+
+def _gate_shift(channels: int, ndim: int, dim: int) -> torch.Tensor:
+    """Per channel along `dim`: the offset of its table in _GATE_TABLE plus _TABLE_REACH."""
+    key = (channels, ndim, dim)
+    if key not in _GATE_SHIFTS:
+        half = channels // 2
+        shift = torch.full((channels,), float(_TABLE_REACH), dtype=_DT)
+        shift[half:] += len(_GATE_TANH[0])
+        _GATE_SHIFTS[key] = shift.view([-1 if d == dim else 1 for d in range(ndim)])
+    return _GATE_SHIFTS[key]
 
 
 def gate(pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """The gate tanh(first half) * sigmoid(second half) along `dim`, as integers at GATE_SCALE:
-    round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32 product)."""
-    a, b = _index(pre).split(pre.shape[dim] // 2, dim=dim)
-    return torch.round(torch.take(_GATE_TANH[0], a.long()) * torch.take(_GATE_TANH[1], b.long()))
+    round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32 product); the
+    indices as in `tanh`, both halves looked up at once."""
+    idx = torch.round(pre * _TABLE_STEP).clamp_(-_TABLE_REACH, _TABLE_REACH)
+    idx = idx.add_(_gate_shift(pre.shape[dim], pre.dim(), dim)).long()
+    a, b = torch.take(_GATE_TABLE, idx).split(pre.shape[dim] // 2, dim=dim)
+    return torch.round(a * b)
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------
