@@ -385,23 +385,20 @@ class IntegerStepper:
             lins = {k: L[k] for k in ("v", "h", "v_to_h", "res")}
             self.blocks.append((b.p, b.first, lins, L["v_cond"](z), L["h_cond"](z)))
 
-    def _in_ch(self, i: int) -> int:
-        return self.C if i == 0 else self.net.dec.blocks[i - 1].h_res.weight.shape[0]
-
     @torch.no_grad()
     def run(self, choose: Choose) -> torch.Tensor:
         """Visit every sub-pixel in raster order; returns the raw pixels (B, C, H, W) chosen."""
         B, C, H, W = self.B, self.C, self.H, self.W
         sc = self.net.scales
         x = torch.zeros(B, C, H, W)
-        v_in = [torch.zeros(B, self._in_ch(i), H + p, W + 2 * p, dtype=_DT)
+        v_in = [torch.zeros(B, self.net.dec.block_inputs(i), H + p, W + 2 * p, dtype=_DT)
                 for i, (p, *_) in enumerate(self.blocks)]
         for r in range(H):
             if r > 0:
                 p0 = self.blocks[0][0]
                 v_in[0][:, :, p0 + r, p0:p0 + W] = pixel_ints(x[:, :, r - 1], self.binary)[0]
             row_bias = self._vertical_row(v_in, r, sc)
-            h_in = [torch.zeros(B, W + p, self._in_ch(i), dtype=_DT)
+            h_in = [torch.zeros(B, W + p, self.net.dec.block_inputs(i), dtype=_DT)
                     for i, (p, *_) in enumerate(self.blocks)]
             for c in range(W):
                 for g in range(C):

@@ -174,6 +174,10 @@ class GatedPixelCNN(nn.Module):
                                    reduction="none")
         return nats.view(x.shape[0], -1).sum(1)
 
+    def block_inputs(self, i: int) -> int:
+        """Channels entering block i: the image's for block 0, else block i-1's feature maps."""
+        return self.C if i == 0 else self.blocks[i - 1].h_res.weight.shape[0]
+
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         """8-bit: the head's outputs (..., V) -> (..., 256) log-probabilities of the levels
         (softmax: the logits themselves, which the coder normalises; logistic: the mixture's

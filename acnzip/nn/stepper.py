@@ -68,14 +68,14 @@ class PixelStepper:
         B, C, H, W = self.B, self.C, self.H, self.W
         x = torch.zeros(B, C, H, W)
         # Vertical inputs per block, padded: p rows on top, p columns on each side.
-        v_in = [torch.zeros(B, self._in_ch(i), H + b.p, W + 2 * b.p)
+        v_in = [torch.zeros(B, self.net.block_inputs(i), H + b.p, W + 2 * b.p)
                 for i, b in enumerate(self.blocks)]
         for r in range(H):
             if r > 0:   # block 0's vertical input at row r is the image's row r-1
                 p0 = self.blocks[0].p
                 v_in[0][:, :, p0 + r, p0:p0 + W] = scale_pixels(x[:, :, r - 1], self.binary)
             row_bias = self._vertical_row(v_in, r)
-            h_in = [torch.zeros(B, W + b.p, self._in_ch(i)) for i, b in enumerate(self.blocks)]
+            h_in = [torch.zeros(B, W + b.p, self.net.block_inputs(i)) for i, b in enumerate(self.blocks)]
             for c in range(W):
                 for g in range(C):
                     logits = self._pixel(h_in, row_bias, c, g)
@@ -83,9 +83,6 @@ class PixelStepper:
                     h_in[0][:, self.blocks[0].p + c, g] = scale_pixels(x[:, g, r, c],
                                                                        self.binary)
         return x
-
-    def _in_ch(self, i: int) -> int:
-        return self.C if i == 0 else self.net.blocks[i - 1].h_res.weight.shape[0]
 
     def _vertical_row(self, v_in, r):
         """Run every block's vertical stack for row r; returns each block's per-row bias for
