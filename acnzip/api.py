@@ -159,7 +159,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         raise CompressError(f"cannot read the model {model_path}: {exc.strerror}") from None
     mf = load_model(model_blob)
     check_fits(mf, shape, ds.binary, f"model {model_path.name}")
-    coder = _coder(mf, BinGrid(), threads)
+    torch_session(threads)
     n = len(pixels)
     if order == "tour":
         codes = mf.model.codes(pixels)        # batched: only the tour's order depends on them
@@ -173,10 +173,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     else:
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
+        scales = None
         if portable:
             rows = calibration_rows(n)
             scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width)
-            coder = _coder(mf, BinGrid(), threads, scales)
+        coder = _coder(mf, BinGrid(), threads, scales)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
