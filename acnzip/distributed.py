@@ -78,7 +78,7 @@ class World:
         return s.stop - s.start
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Elementwise sum over ranks (float64 on the CPU for gloo and nccl alike)."""
+        """Elementwise sum over ranks (on the values' device: the CPU for gloo, CUDA for nccl)."""
         if self.size == 1:
             return values
         out = values.clone()

@@ -43,23 +43,20 @@ _SCREEN_MIN = 1 << 10     # blocks at least this long are screened with a matrix
 _U = 2.0 ** -53           # unit roundoff of float64
 
 
+def _squared(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Squared L2 over the last axis of (..., D) arrays broadcast against each other, float64,
+    accumulated dimension by dimension in index order: elementwise operations, so a pair's
+    value is the same bits whatever shape it is computed in."""
+    d2 = np.zeros(np.broadcast_shapes(points.shape[:-1], anchors.shape[:-1]))
+    for d in range(points.shape[-1]):                    # a fixed order of accumulation
+        diff = points[..., d] - anchors[..., d]
+        d2 += diff * diff
+    return d2
+
+
 def _distances(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Squared L2 (B, H) in float64, accumulated dimension by dimension in index order."""
-    d2 = np.zeros((len(points), len(anchors)))
-    for d in range(points.shape[1]):                     # a fixed order of accumulation
-        diff = points[:, d, None] - anchors[None, :, d]
-        d2 += diff * diff
-    return d2
-
-
-def _pair_distances(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """Squared L2 (P,) of the pairs (points[i], anchors[i]), (P, D) each: the same operations
-    in the same order as `_distances`, so the same values bit for bit."""
-    d2 = np.zeros(len(points))
-    for d in range(points.shape[1]):
-        diff = points[:, d] - anchors[:, d]
-        d2 += diff * diff
-    return d2
+    """Squared L2 (B, H) of every point (B, D) to every anchor (H, D)."""
+    return _squared(points[:, None, :], anchors[None, :, :])
 
 
 def _first_k(rows: np.ndarray, d2: np.ndarray, idx: np.ndarray, b: int, k: int
@@ -135,8 +132,7 @@ def nearest(points: np.ndarray, anchors: np.ndarray, k: int,
         rows, cols = _screen(points, block, k)
         kept = best_d.shape[1]
         rows = np.concatenate([np.repeat(np.arange(b), kept), rows])
-        d2 = np.concatenate([best_d.ravel(), _pair_distances(points[rows[b * kept:]],
-                                                             block[cols])])
+        d2 = np.concatenate([best_d.ravel(), _squared(points[rows[b * kept:]], block[cols])])
         idx = np.concatenate([best_i.ravel(), cols + start])
         best_d, best_i = _first_k(rows, d2, idx, b, min(k, start + len(block)))
     return best_i

@@ -75,7 +75,8 @@ class PixelStepper:
                 p0 = self.blocks[0].p
                 v_in[0][:, :, p0 + r, p0:p0 + W] = scale_pixels(x[:, :, r - 1], self.binary)
             row_bias = self._vertical_row(v_in, r)
-            h_in = [torch.zeros(B, W + b.p, self.net.block_inputs(i)) for i, b in enumerate(self.blocks)]
+            h_in = [torch.zeros(B, W + b.p, self.net.block_inputs(i))
+                    for i, b in enumerate(self.blocks)]
             for c in range(W):
                 for g in range(C):
                     logits = self._pixel(h_in, row_bias, c, g)
