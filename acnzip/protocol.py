@@ -35,7 +35,7 @@ from codec import exactmath
 from codec.associative import AssociativePrior, nearest
 from codec.multiset import Multiset
 from codec.portable import PortableDiagonalMixture, PortableGaussian, PortableMixture
-from .nn.integer import IntegerACN, bernoulli_p, softmax_weights
+from .nn.integer import IntegerACN, bernoulli_p, softmax_table
 from .nn.stepper import PixelStepper
 
 __all__ = ["chain_lengths", "default_chains", "seed_words", "fingerprint", "Coder", "Costs", "Layout",
@@ -161,7 +161,7 @@ class Coder:
         if self.portable:
             lg = logits[torch.from_numpy(active)]
             return Bernoulli(bernoulli_p(lg)) if self.binary \
-                else Categorical(softmax_weights(lg), exact=True)
+                else Categorical.from_table(softmax_table(lg))
         lg = logits[torch.from_numpy(active)].double().numpy()
         if self.binary:
             return Bernoulli(1.0 / (1.0 + np.exp(-lg)))

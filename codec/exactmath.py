@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["exp", "log", "exact_table", "ordered_sum", "sum_last", "TABLE_BITS"]
+__all__ = ["exp", "log", "exact_table", "exact_counts", "ordered_sum", "sum_last", "TABLE_BITS"]
 
 _LN2_HI = 6.93147180369123816490e-01   # ln 2 with 21 trailing zero bits: n * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10   # ln 2 - _LN2_HI
@@ -78,13 +78,18 @@ def exact_table(weights) -> np.ndarray:
     count as 0, an all-zero row becomes uniform), and divided by the row's integer sum. Every
     step is exact or correctly rounded and element by element, and the sum is an integer sum:
     the table is the same on every machine, whatever order a sum is taken in."""
+    counts = exact_counts(weights)
+    return counts / counts.sum(axis=-1, keepdims=True)    # exact integer sums: K < 2**22
+
+
+def exact_counts(weights) -> np.ndarray:
+    """exact_table's integer counts (..., K) int64, before the division by the row sums:
+    floor(2**TABLE_BITS w / max w) + 1 (see exact_table)."""
     w = np.asarray(weights, dtype=np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     top = w.max(axis=-1, keepdims=True)                    # a max is exact in any order
     scale = np.where(top > 0, top, 1.0)
-    counts = np.floor((w / scale) * float(1 << TABLE_BITS)).astype(np.int64) + 1
-    total = counts.sum(axis=-1, keepdims=True)            # exact: K < 2**22 entries
-    return counts / total
+    return np.floor((w / scale) * float(1 << TABLE_BITS)).astype(np.int64) + 1
 
 
 def ordered_sum(terms) -> np.ndarray:

@@ -114,6 +114,19 @@ class Categorical(Codec):
         self.shape = self.probs.shape[:-1]
         self.offset = offset  # symbol s is coded as table index s - offset
 
+    @classmethod
+    def from_table(cls, probs: np.ndarray, offset: int = 0) -> "Categorical":
+        """A Categorical on tables (..., K) that are already normalised as `exact_table` or
+        `sanitise_table` leave them (positive entries summing to 1 up to rounding); used as
+        given, so a table computed by a faster route that equals exact_table's bit for bit
+        codes exactly as exact=True would."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
+            raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
+        self = cls.__new__(cls)
+        self.probs, self.shape, self.offset = probs, probs.shape[:-1], offset
+        return self
+
     def _table(self) -> np.ndarray:
         return self.probs.reshape(-1, self.probs.shape[-1])
 

@@ -52,6 +52,7 @@ class GaussianLadder:
         self.s_min = -4 * STEPS
         self.s_max = int(np.ceil(np.log2(4 * grid.range / grid.width) * STEPS))
         self._tables: dict[tuple[int, int], np.ndarray] = {}
+        self._counts: dict[tuple[int, int], tuple] = {}
 
     def scale(self, s) -> np.ndarray:
         """Ladder scale of index s: width 2**(s // STEPS) 2**((s % STEPS) / STEPS)."""
@@ -77,6 +78,44 @@ class GaussianLadder:
             edges = (o - 0.5) * w - (f * w) / PHASES
             self._tables[key] = normal_bin_masses(edges / self.scale(s), exactmath.exp)
         return self._tables[key]
+
+    def counts(self, s: int, f: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """exact_counts of the whole table (s, f), their prefix sums (a leading 0) and the
+        index of its first largest entry, computed once."""
+        key = (int(s), int(f))
+        if key not in self._counts:
+            c = exactmath.exact_counts(self.mass(s, f))
+            self._counts[key] = (c, np.concatenate([[0], np.cumsum(c)]),
+                                 int(np.argmax(self.mass(s, f))))
+        return self._counts[key]
+
+    def gaussian_table(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """exact_table(gather(points, s)), bit for bit, (..., n_bins): one Gaussian per row,
+        normalised on the grid. A row whose bins hold its ladder table's largest entry has
+        that entry as its maximum, so its counts are the table's own counts (computed once)
+        and its sum a difference of prefix sums; other rows (means far off the grid) take
+        exact_table's own route."""
+        b, f = np.divmod(points.ravel(), PHASES)
+        keys = s.ravel() * PHASES + f
+        uniq, which = np.unique(keys, return_inverse=True)
+        parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
+        counts = np.stack([c for c, _, _ in parts])
+        sums = np.stack([q for _, q, _ in parts])
+        peak = np.array([a for _, _, a in parts])[which]
+        n = self.grid.n_bins
+        lo = self.reach - self.grid.half_bins - b        # table index of each row's first bin
+        held = (lo <= peak) & (peak < lo + n)
+        total = sums[which, lo + n] - sums[which, lo]
+        out = np.empty((b.size, n))
+        cols = np.arange(n)
+        rows = max(1, _ROWS_PER_CHUNK // n)
+        for i in range(0, b.size, rows):
+            sl = slice(i, i + rows)
+            out[sl] = counts[which[sl, None], lo[sl, None] + cols] / total[sl, None]
+        if not held.all():
+            far = np.flatnonzero(~held)
+            out[far] = exactmath.exact_table(self.gather(points.ravel()[far], s.ravel()[far]))
+        return out.reshape(points.shape + (n,))
 
     def gather(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Masses (..., n_bins) of every grid bin for lattice means `points` and ladder
@@ -129,10 +168,15 @@ class PortableMixture(Categorical):
 
 
 def PortableGaussian(mean, std=1.0, grid: BinGrid = DEFAULT_GRID) -> PortableMixture:
-    """N(mean, std**2) on a BinGrid (one component of PortableMixture)."""
+    """N(mean, std**2) on a BinGrid: PortableMixture with one component, bit for bit (its
+    table from `GaussianLadder.gaussian_table`, several times faster)."""
     mean = _finite(mean, "Gaussian means")
     std = np.broadcast_to(_finite(std, "Gaussian std"), mean.shape)
-    return PortableMixture(np.ones(mean.shape + (1,)), mean[..., None], std[..., None], grid)
+    lad = ladder(grid)
+    out = PortableMixture.from_table(lad.gaussian_table(*lad.quantise(mean, std)),
+                                     offset=-grid.half_bins)
+    out.grid = grid
+    return out
 
 
 class PortableDiagonalMixture(DiscretisedDiagonalMixture):

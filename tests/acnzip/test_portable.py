@@ -195,3 +195,17 @@ def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
             api.decompress(tmp_path / "bad.acn", tmp_path / "o", model=binary_model,
                            quiet=True)
         assert not (tmp_path / "o").exists()
+
+
+def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
+    """The pixel tables' fast route (counts from one table) equals exact_table's, for logits
+    of every spread, ties at the maximum and differences beyond the table's reach."""
+    from codec import exactmath
+    from acnzip.nn.integer import softmax_table, softmax_weights
+    rng = np.random.default_rng(8)
+    for spread in (1e-3, 1.0, 10.0, 1e3, 1e6):
+        lg = torch.from_numpy((rng.standard_normal((64, 256)) * spread).astype(np.float32))
+        lg[0] = 0.0
+        lg[1, :7] = lg[1].max()
+        want = exactmath.exact_table(softmax_weights(lg))
+        assert np.array_equal(softmax_table(lg), want)

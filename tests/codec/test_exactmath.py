@@ -54,6 +54,34 @@ def test_exact_table_is_normalised_with_a_floor_and_independent_of_the_order():
     assert np.array_equal(exactmath.exact_table(w[:, perm]), t[:, perm])
 
 
+@pytest.mark.parametrize("grid", [GRID, BinGrid(1 / 64, 24), BinGrid(0.1, 3)],
+                         ids=["coarse", "wide", "tiny"])
+def test_portable_gaussian_table_is_the_one_component_mixture_bit_for_bit(grid):
+    """The fast route (the ladder table's own counts, sums from prefix sums) gives exactly the
+    table of PortableMixture with one component: every scale of the ladder, means on the grid,
+    beyond it (rows whose bins miss the peak take exact_table's route) and clipped."""
+    rng = np.random.default_rng(5)
+    mean = rng.normal(0, 1.5 * grid.range, (40, 6))
+    mean[0] = [2.5 * grid.range, -3 * grid.range, 1e9, -grid.range, grid.range, 0.0]
+    for std in (np.full(mean.shape, 1.0), np.exp(rng.uniform(-9, 5, mean.shape))):
+        fast = PortableGaussian(mean, std, grid)
+        slow = PortableMixture(np.ones(mean.shape + (1,)), mean[..., None], std[..., None],
+                               grid)
+        assert fast.offset == slow.offset == -grid.half_bins
+        assert fast.probs.shape == slow.probs.shape and np.array_equal(fast.probs, slow.probs)
+    points, _ = ladder(grid).quantise(mean, std)
+    assert np.any(np.abs(points // PHASES) > grid.half_bins + 1)   # the slow route ran too
+
+
+def test_exact_counts_are_exact_tables_before_the_division():
+    rng = np.random.default_rng(6)
+    w = rng.random((7, 33)) ** 8
+    w[0, :3] = [np.nan, -1.0, np.inf]
+    c = exactmath.exact_counts(w)
+    assert c.dtype == np.int64 and c.min() >= 1 and np.all(c.max(axis=1) == 2 ** 40 + 1)
+    assert np.array_equal(c / c.sum(axis=1, keepdims=True), exactmath.exact_table(w))
+
+
 def test_ladder_rounds_means_and_scales_and_its_tables_sum_to_one():
     lad = ladder(GRID)
     points, s = lad.quantise(np.array([0.0, 0.01, -1.0]), np.array([1.0, 0.3, 1e-9]))

@@ -231,3 +231,19 @@ def test_gaussian_info_bits_equal_its_table_entries_exactly():
     z = rng.integers(-grid.half_bins, grid.half_bins + 1, size=(30, 16))
     table = codec.table()[np.arange(30)[:, None], np.arange(16), z + grid.half_bins]
     assert np.array_equal(codec.info_bits(z), coded_bits(table, grid.n_bins))
+
+
+def test_categorical_from_a_ready_table_codes_as_the_exact_one():
+    from codec import exactmath
+    rng = np.random.default_rng(9)
+    w = rng.random((6, 5)) ** 4
+    ready = Categorical.from_table(exactmath.exact_table(w), offset=2)
+    built = Categorical(w, offset=2, exact=True)
+    assert np.array_equal(ready.probs, built.probs) and ready.shape == (6,)
+    stack = AnsStack.with_initial_bits(40, seed=4)
+    x = built.pop(stack)
+    words = stack.words().copy()
+    ready.push(stack, x)
+    assert np.array_equal(built.pop(stack), x) and np.array_equal(stack.words(), words)
+    with pytest.raises(CodecError, match="2..2\\*\\*24-1 entries"):
+        Categorical.from_table(np.ones((3, 1)))
