@@ -110,9 +110,8 @@ class Categorical(Codec):
         probs = np.asarray(probs)
         if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
             raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
-        self.probs = exact_table(probs) if exact else sanitise_table(probs)
-        self.shape = self.probs.shape[:-1]
-        self.offset = offset  # symbol s is coded as table index s - offset
+        # symbol s is coded as table index s - offset
+        self._use_table(exact_table(probs) if exact else sanitise_table(probs), offset)
 
     @classmethod
     def from_table(cls, probs: np.ndarray, offset: int = 0) -> "Categorical":
@@ -120,12 +119,15 @@ class Categorical(Codec):
         `sanitise_table` leave them (positive entries summing to 1 up to rounding); used as
         given, so a table computed by a faster route that equals exact_table's bit for bit
         codes exactly as exact=True would."""
+        self = cls.__new__(cls)
+        self._use_table(probs, offset)
+        return self
+
+    def _use_table(self, probs, offset: int) -> None:
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
             raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
-        self = cls.__new__(cls)
         self.probs, self.shape, self.offset = probs, probs.shape[:-1], offset
-        return self
 
     def _table(self) -> np.ndarray:
         return self.probs.reshape(-1, self.probs.shape[-1])

@@ -120,34 +120,48 @@ class GaussianLadder:
     def gather(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Masses (..., n_bins) of every grid bin for lattice means `points` and ladder
         indices `s` (same shape (...))."""
-        b, f = np.divmod(points, PHASES)
-        keys = s * PHASES + f
-        uniq, which = np.unique(keys.ravel(), return_inverse=True)
-        stacked = np.stack([self.mass(k // PHASES, k % PHASES) for k in uniq])
-        hb = self.grid.half_bins
-        cols = np.arange(-hb, hb + 1) + self.reach       # (n_bins,): bin k at o = k - b
-        b = b.ravel()
+        stacked, which, b = self._tables_of(points, s)
         out = np.empty((b.size, self.grid.n_bins))
-        rows = max(1, _ROWS_PER_CHUNK // self.grid.n_bins)
-        for i in range(0, b.size, rows):
-            sl = slice(i, i + rows)
-            out[sl] = stacked[which[sl, None], cols[None, :] - b[sl, None]]
+        for sl in self._chunks(b.size):
+            out[sl] = self._rows(stacked, which[sl], b[sl])
         return out.reshape(points.shape + (self.grid.n_bins,))
+
+    def mixture_table(self, weights: np.ndarray, points: np.ndarray,
+                      s: np.ndarray) -> np.ndarray:
+        """exact_table of sum_m weights[..., m] gather(points[..., m], s[..., m]), (...,
+        n_bins): products and sums elementwise, components added in index order, computed
+        a chunk of rows at a time so that the rows stay in the CPU cache."""
+        m = points.shape[-1]
+        stacked, which, b = self._tables_of(points, s)
+        which, b, w = which.reshape(-1, m), b.reshape(-1, m), weights.reshape(-1, m)
+        out = np.empty((len(b), self.grid.n_bins))
+        for sl in self._chunks(len(b)):
+            acc = self._rows(stacked, which[sl, 0], b[sl, 0]) * w[sl, 0, None]
+            for k in range(1, m):
+                acc += self._rows(stacked, which[sl, k], b[sl, k]) * w[sl, k, None]
+            out[sl] = exactmath.exact_table(acc)
+        return out.reshape(points.shape[:-1] + (self.grid.n_bins,))
+
+    def _tables_of(self, points, s):
+        """(the distinct tables the rows use, stacked; each row's table; its bin offset b)."""
+        b, f = np.divmod(points.ravel(), PHASES)
+        uniq, which = np.unique(s.ravel() * PHASES + f, return_inverse=True)
+        return np.stack([self.mass(k // PHASES, k % PHASES) for k in uniq]), which, b
+
+    def _rows(self, stacked, which, b):
+        """Rows of bin masses: bin k of a row with offset b is its table's entry k - b."""
+        cols = np.arange(-self.grid.half_bins, self.grid.half_bins + 1) + self.reach
+        return stacked[which[:, None], cols[None, :] - b[:, None]]
+
+    def _chunks(self, n: int):
+        rows = max(1, _ROWS_PER_CHUNK // self.grid.n_bins)
+        return (slice(i, i + rows) for i in range(0, n, rows))
 
 
 @lru_cache(maxsize=8)
 def ladder(grid: BinGrid) -> GaussianLadder:
     """The ladder of a grid, shared (its tables are computed once per process)."""
     return GaussianLadder(grid)
-
-
-def _mixture_table(weights, means, scales, grid: BinGrid) -> np.ndarray:
-    """sum_m weights[..., m] P(bin | component m), (..., n_bins), components added in index
-    order, each product and sum correctly rounded elementwise."""
-    lad = ladder(grid)
-    points, s = lad.quantise(means, scales)
-    return exactmath.ordered_sum(lad.gather(points[..., m], s[..., m]) * weights[..., m, None]
-                                 for m in range(means.shape[-1]))
 
 
 class PortableMixture(Categorical):
@@ -162,8 +176,9 @@ class PortableMixture(Categorical):
         if not (weights.shape == means.shape == scales.shape) or means.ndim < 1:
             raise CodecError("mixture weights, means and scales must share a shape (..., M)")
         weights = np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
-        super().__init__(_mixture_table(weights, means, scales, grid),
-                         offset=-grid.half_bins, exact=True)
+        lad = ladder(grid)
+        table = lad.mixture_table(weights, *lad.quantise(means, scales))
+        self._use_table(table, -grid.half_bins)         # exact_table'd already
         self.grid = grid
 
 

@@ -73,6 +73,23 @@ def test_portable_gaussian_table_is_the_one_component_mixture_bit_for_bit(grid):
     assert np.any(np.abs(points // PHASES) > grid.half_bins + 1)   # the slow route ran too
 
 
+def test_portable_mixture_table_is_the_ordered_sum_of_its_components_bit_for_bit():
+    """The row-chunked table equals exact_table of the components' masses times their
+    weights added in index order (the definition), zero weights and far means included."""
+    rng = np.random.default_rng(7)
+    grid = BinGrid(1 / 64, 10)
+    w, mu = rng.random((300, 5, 3)), rng.normal(0, 6, (300, 5, 3))
+    sc = np.exp(rng.uniform(-6, 3, (300, 5, 3)))
+    w[0, 0] = [0.0, 1e-300, 0.5]
+    mu[1, 0] = [25.0, -40.0, 1e12]
+    lad = ladder(grid)
+    points, s = lad.quantise(mu, sc)
+    want = exactmath.exact_table(exactmath.ordered_sum(
+        lad.gather(points[..., m], s[..., m]) * w[..., m, None] for m in range(3)))
+    got = PortableMixture(w, mu, sc, grid)
+    assert np.array_equal(got.probs, want) and got.offset == -grid.half_bins
+
+
 def test_exact_counts_are_exact_tables_before_the_division():
     rng = np.random.default_rng(6)
     w = rng.random((7, 33)) ** 8
