@@ -320,14 +320,20 @@ class IntegerACN:
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         """relu -> 1x1 -> relu -> 1x1 on float32 stream values (..., F) -> logits (..., C V)."""
-        d, sc = self.dec, self.scales
         a = torch.relu(h)
-        s1 = sc("out1", a)
-        o = self._lin(("out1",), d.out1.weight * d.out1_mask, d.out1.bias, s1)(quantise(a, s1))
-        o = torch.relu(o)
-        s2 = sc("out2", o)
-        return self._lin(("out2",), d.out2.weight * d.out2_mask, d.out2.bias, s2)(
-            quantise(o, s2))
+        s1 = self.scales("out1", a)
+        o = torch.relu(self._head_lin(1, s1)(quantise(a, s1)))
+        s2 = self.scales("out2", o)
+        return self._head_lin(2, s2)(quantise(o, s2))
+
+    def _head_lin(self, k: int, scale: float) -> IntLinear:
+        """The head's k-th 1x1 layer (k = 1, 2), masked, built once."""
+        key = (f"out{k}",)
+        if key not in self._lins:
+            d = self.dec
+            conv, mask = (d.out1, d.out1_mask) if k == 1 else (d.out2, d.out2_mask)
+            self._lins[key] = IntLinear(conv.weight * mask, conv.bias, scale)
+        return self._lins[key]
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, z_bins: np.ndarray) -> torch.Tensor:
@@ -414,10 +420,20 @@ class IntegerStepper:
             L = net._block_lins(i, net.code_width)
             lins = {k: L[k] for k in ("v", "h", "v_to_h", "res")}
             self.blocks.append((b.p, b.first, lins, L["v_cond"](z), L["h_cond"](z)))
+        sc = net.scales
+        self.h_scales = [sc(f"h{i}") for i in range(1, len(self.blocks))] + [None]
+        s1, s2 = sc("out1"), sc("out2")
+        self.head = (s1, net._head_lin(1, s1), s2, net._head_lin(2, s2))
 
-    @torch.no_grad()
     def run(self, choose: Choose) -> torch.Tensor:
         """Visit every sub-pixel in raster order; returns the raw pixels (B, C, H, W) chosen."""
+        # inference mode: a quarter less per-operation overhead than no_grad (measured at
+        # B = 1, where the ~150 small operations per sub-pixel are most of the time)
+        with torch.inference_mode():
+            x = self._run(choose)
+        return x.clone()            # an ordinary tensor again
+
+    def _run(self, choose: Choose) -> torch.Tensor:
         B, C, H, W = self.B, self.C, self.H, self.W
         sc = self.net.scales
         x = torch.zeros(B, C, H, W)
@@ -435,7 +451,7 @@ class IntegerStepper:
                     for i, (p, *_) in enumerate(self.blocks)]
             for c in range(W):
                 for g in range(C):
-                    logits = self._pixel(h_in, row_bias, c, g, sc)
+                    logits = self._pixel(h_in, row_bias, c, g)
                     x[:, g, r, c] = choose(r, c, g, logits).to(x.dtype)
                     h_in[0][:, p0 + c, g] = pixel_ints(x[:, g, r, c], self.binary)[0]
         return x
@@ -456,17 +472,17 @@ class IntegerStepper:
             biases.append(vh.add_(h_cond[:, None, :]).add_(L["h"].bias))
         return biases
 
-    def _pixel(self, h_in, row_bias, c, g, sc):
+    def _pixel(self, h_in, row_bias, c, g):
         hv = None
-        last = len(self.blocks) - 1
         for i, (p, first, L, _, _) in enumerate(self.blocks):
             window = h_in[i][:, c:c + p + 1].reshape(self.B, -1)      # (B, (p+1) C_in) view
             pre = L["h"].scaled(window).add_(row_bias[i][:, c])
             out = L["res"](gate(pre, dim=1))
             hv = out if first else out.add_(hv)
-            if i < last:
-                h_in[i + 1][:, self.blocks[i + 1][0] + c] = sc.quantise(f"h{i + 1}", hv)
-        o = self.net._head(hv)
+            if self.h_scales[i] is not None:
+                h_in[i + 1][:, self.blocks[i + 1][0] + c] = quantise(hv, self.h_scales[i])
+        s1, out1, s2, out2 = self.head                                 # IntegerACN._head
+        o = out2(quantise(torch.relu(out1(quantise(torch.relu(hv), s1))), s2))
         if self.binary:
             return o[:, g]
         return o.view(self.B, self.C, 256)[:, g]
