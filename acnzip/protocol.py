@@ -159,7 +159,7 @@ class Coder:
     def pixel_codec(self, logits: torch.Tensor, active: np.ndarray):
         """The entropy model of one sub-pixel for the active rows, from its logits."""
         if self.portable:
-            lg = logits[torch.from_numpy(active)]
+            lg = logits if active.all() else logits[torch.from_numpy(active)]
             return Bernoulli(bernoulli_p(lg)) if self.binary \
                 else Categorical.from_table(softmax_table(lg))
         lg = logits[torch.from_numpy(active)].double().numpy()
@@ -264,10 +264,14 @@ def pop_pixels(coder: Coder, z_bins: np.ndarray, active: np.ndarray,
                stack: AnsStack) -> torch.Tensor:
     """Bob: the pixels (B, C, H, W) uint8 of the active rows (zeros elsewhere), in raster
     order, given their latents."""
+    every = bool(active.all())
+
     def decode(r, c, g, logits):
+        popped = torch.from_numpy(coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
+        if every:
+            return popped
         values = torch.zeros(active.size, dtype=torch.uint8)
-        values[torch.from_numpy(active)] = torch.from_numpy(
-            coder.pixel_codec(logits, active).pop(stack).astype(np.uint8))
+        values[torch.from_numpy(active)] = popped
         return values
 
     return coder.stepper(z_bins, active).run(decode).to(torch.uint8)
