@@ -67,9 +67,9 @@ def main():
     acnzip eval DATA                     the ACN paper's Table 2 (nats per image)
     acnzip explore DATA -o DIR           figures of what the codes capture
 
-    The shipped model codes 28x28 binary images (binarized MNIST); other data need --model,
-    and an archive made with a model of your own decodes only with that exact file (or use
-    --embed-model).
+    The shipped models code 28x28 binary images (binarized MNIST) and 28x28 8-bit grey ones
+    (MNIST); other data need --model, and an archive made with a model of your own decodes
+    only with that exact file (or use --embed-model).
     """
 
 
@@ -229,7 +229,7 @@ def _output(positional: Path | None, option: Path | None, what: str) -> Path:
 
 _model_option = click.option(
     "--model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt",
-    help="Model file [the shipped binarized-MNIST model when it fits the data].")
+    help="Model file [the shipped model that fits the data].")
 _threads_option = click.option(
     "--threads", type=click.IntRange(min=1), metavar="N",
     help="Torch threads for coding [compress: 1; decompress: the archive's]. Results are only "
