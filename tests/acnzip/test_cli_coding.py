@@ -72,10 +72,12 @@ def test_existing_output_wrong_model_and_usage_errors(tmp_path, digits, binary_m
 
 
 def test_grey_data_without_a_fitting_model_says_to_train(tmp_path):
-    src = tmp_path / "grey.npy"
-    np.save(src, np.arange(4 * 28 * 28, dtype=np.int64).reshape(4, 28, 28).astype(np.uint8))
+    src = tmp_path / "grey.npy"        # 20x20 8-bit: no shipped model fits (28x28 ones do)
+    np.save(src, np.arange(4 * 20 * 20, dtype=np.int64).reshape(4, 20, 20).astype(np.uint8))
     res = _run("compress", src, tmp_path / "g.acn")
     assert res.exit_code == 1 and "acnzip train" in res.stderr
+    assert "no shipped model fits 8-bit 20x20x1 images" in res.stderr
+    assert not (tmp_path / "g.acn").exists()
 
 
 def test_eval_prints_and_writes_table2(tmp_path, digits, binary_model):
