@@ -100,6 +100,12 @@ def sanitise_table(probs: np.ndarray) -> np.ndarray:
     return (1.0 - CATEGORICAL_FLOOR) * p + CATEGORICAL_FLOOR / k
 
 
+def _check_table_shape(probs: np.ndarray) -> np.ndarray:
+    if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
+        raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
+    return probs
+
+
 class Categorical(Codec):
     """Symbols in [0, K) with an explicit probability table per symbol: probs (..., K).
 
@@ -107,9 +113,7 @@ class Categorical(Codec):
     (float sums), so the same weights give the same table on every machine."""
 
     def __init__(self, probs, offset: int = 0, exact: bool = False):
-        probs = np.asarray(probs)
-        if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
-            raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
+        probs = _check_table_shape(np.asarray(probs))
         # symbol s is coded as table index s - offset
         self._use_table(exact_table(probs) if exact else sanitise_table(probs), offset)
 
@@ -120,13 +124,11 @@ class Categorical(Codec):
         given, so a table computed by a faster route that equals exact_table's bit for bit
         codes exactly as exact=True would."""
         self = cls.__new__(cls)
-        self._use_table(probs, offset)
+        self._use_table(_check_table_shape(np.asarray(probs, dtype=np.float64)), offset)
         return self
 
-    def _use_table(self, probs, offset: int) -> None:
-        probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim < 1 or not 2 <= probs.shape[-1] < _MAX_ALPHABET:
-            raise CodecError(f"probability tables need 2..2**24-1 entries, got {probs.shape}")
+    def _use_table(self, probs: np.ndarray, offset: int) -> None:
+        """Code with the normalised float64 tables `probs` (..., K) as they are."""
         self.probs, self.shape, self.offset = probs, probs.shape[:-1], offset
 
     def _table(self) -> np.ndarray:

@@ -84,9 +84,9 @@ class GaussianLadder:
         index of its first largest entry, computed once."""
         key = (int(s), int(f))
         if key not in self._counts:
-            c = exactmath.exact_counts(self.mass(s, f))
-            self._counts[key] = (c, np.concatenate([[0], np.cumsum(c)]),
-                                 int(np.argmax(self.mass(s, f))))
+            m = self.mass(s, f)
+            c = exactmath.exact_counts(m)
+            self._counts[key] = (c, np.concatenate([[0], np.cumsum(c)]), int(np.argmax(m)))
         return self._counts[key]
 
     def gaussian_table(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -95,9 +95,7 @@ class GaussianLadder:
         that entry as its maximum, so its counts are the table's own counts (computed once)
         and its sum a difference of prefix sums; other rows (means far off the grid) take
         exact_table's own route."""
-        b, f = np.divmod(points.ravel(), PHASES)
-        keys = s.ravel() * PHASES + f
-        uniq, which = np.unique(keys, return_inverse=True)
+        uniq, which, b = self._keys(points, s)
         parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
         counts = np.stack([c for c, _, _ in parts])
         sums = np.stack([q for _, q, _ in parts])
@@ -108,9 +106,7 @@ class GaussianLadder:
         total = sums[which, lo + n] - sums[which, lo]
         out = np.empty((b.size, n))
         cols = np.arange(n)
-        rows = max(1, _ROWS_PER_CHUNK // n)
-        for i in range(0, b.size, rows):
-            sl = slice(i, i + rows)
+        for sl in self._chunks(b.size):
             out[sl] = counts[which[sl, None], lo[sl, None] + cols] / total[sl, None]
         if not held.all():
             far = np.flatnonzero(~held)
@@ -142,10 +138,15 @@ class GaussianLadder:
             out[sl] = exactmath.exact_table(acc)
         return out.reshape(points.shape[:-1] + (self.grid.n_bins,))
 
-    def _tables_of(self, points, s):
-        """(the distinct tables the rows use, stacked; each row's table; its bin offset b)."""
+    def _keys(self, points, s):
+        """(the distinct table keys s PHASES + f the rows use; each row's; its bin offset b)."""
         b, f = np.divmod(points.ravel(), PHASES)
         uniq, which = np.unique(s.ravel() * PHASES + f, return_inverse=True)
+        return uniq, which, b
+
+    def _tables_of(self, points, s):
+        """(the distinct tables the rows use, stacked; each row's table; its bin offset b)."""
+        uniq, which, b = self._keys(points, s)
         return np.stack([self.mass(k // PHASES, k % PHASES) for k in uniq]), which, b
 
     def _rows(self, stacked, which, b):
