@@ -36,6 +36,7 @@ from codec.associative import AssociativePrior, nearest
 from codec.multiset import Multiset
 from codec.portable import PortableDiagonalMixture, PortableGaussian, PortableMixture
 from .nn.integer import IntegerACN, bernoulli_p, softmax_table
+from .nn.integer_stepper import IntegerStepper
 from .nn.stepper import PixelStepper
 
 __all__ = ["chain_lengths", "default_chains", "seed_words", "fingerprint", "Coder", "Costs", "Layout",
@@ -178,8 +179,8 @@ class Coder:
     def stepper(self, z_bins: np.ndarray, active: np.ndarray):
         """The cached PixelCNN for latent bins (R, D) of the active rows (zeros elsewhere)."""
         if self.portable:
-            return self.integer.stepper(self.padded_bins(z_bins, active), self.shape[1],
-                                        self.shape[2])
+            return IntegerStepper(self.integer, self.padded_bins(z_bins, active), self.shape[1],
+                                  self.shape[2])
         return PixelStepper(self.model.decoder, self.z_tensor(z_bins, active), self.shape[1],
                             self.shape[2])
 

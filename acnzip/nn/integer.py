@@ -32,8 +32,6 @@ fixed scale 1/127.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,9 +40,9 @@ from codec import exactmath
 
 from ..errors import AcnzipError
 
-__all__ = ["IntLinear", "IntegerACN", "IntegerStepper", "quantise", "calibrate", "scale_names",
-           "calibration_rows", "bernoulli_p", "softmax_weights",
-           "softmax_table", "Q", "GATE_SCALE"]
+__all__ = ["IntLinear", "IntegerACN", "quantise", "quantise_numpy", "gate", "gate_numpy",
+           "relu_numpy", "calibrate", "scale_names", "calibration_rows", "bernoulli_p",
+           "softmax_weights", "softmax_table", "Q", "GATE_SCALE"]
 
 Q = 127                  # activations are integers in [-Q, Q]
 GATE_SCALE = 1.0 / Q     # tanh, sigmoid and gate outputs lie in (-1, 1)
@@ -54,11 +52,28 @@ _F32_EXACT = 2.0 ** 24
 _F64_EXACT = 2.0 ** 53
 _DT = torch.float32      # activations, values and tables
 _CODE_MAX = 1 << 20      # codes and latents in bins are clamped to [-2**20, 2**20]
+NUMPY_PRODUCT_ROWS = 32  # IntLinear.scaled_numpy: numpy's matrix product below this many rows,
+                         # torch's from here (faster at 128 rows, slower at 1; measured)
 
 
 def quantise(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Float32 values -> integers (as float32) round(x / scale) clamped to [-Q, Q]."""
     return torch.round(x / scale).clamp_(-Q, Q)
+
+
+def quantise_numpy(x: np.ndarray, scale: float) -> np.ndarray:
+    """`quantise` for float32 numpy arrays, the same bits: torch's CPU kernel divides a float32
+    tensor by a Python float rounded to float32 (ATen's div_true_kernel), as this does; both
+    round half to even and clamp (tested, signed zeros included)."""
+    y = x / np.float32(scale)
+    np.rint(y, out=y)
+    return np.clip(y, -Q, Q, out=y)
+
+
+def relu_numpy(x: np.ndarray) -> np.ndarray:
+    """torch.relu for float32 numpy arrays, the same bits: negatives become +0, and -0 stays
+    -0 as torch keeps it (np.maximum would give +0)."""
+    return np.where(x < 0, np.float32(0), x)
 
 
 def _table(fn) -> torch.Tensor:
@@ -113,6 +128,22 @@ def gate(pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
     t = torch.index_select(_GATE_TABLE, 0, idx.reshape(-1)).view(idx.shape)
     half = pre.shape[dim] // 2
     return torch.round(t.narrow(dim, 0, half) * t.narrow(dim, half, half))
+
+
+_GATE_TABLE_NP = _GATE_TABLE.numpy()
+
+
+def gate_numpy(pre: np.ndarray) -> np.ndarray:
+    """`gate` along the last axis of a float32 numpy array (R, 2F) -> (R, F), the same bits:
+    the same float32 operations in the same order (tested)."""
+    idx = pre * np.float32(_TABLE_STEP)
+    np.rint(idx, out=idx)
+    np.clip(idx, -_TABLE_REACH, _TABLE_REACH, out=idx)
+    idx += _gate_shift(pre.shape[-1], 1, 0).numpy()
+    t = _GATE_TABLE_NP.take(idx.astype(np.intp))
+    half = pre.shape[-1] // 2
+    out = t[..., :half] * t[..., half:]
+    return np.rint(out, out=out)
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------
@@ -183,6 +214,7 @@ class IntLinear:
         self.mult = (s_w * float(in_scale)).to(self.dtype)             # (out,)
         b = bias.detach().double().cpu() if bias is not None else torch.zeros(w.shape[0])
         self.bias = b.to(_DT)
+        self._numpy = (self.weight_t.numpy(), self.mult.numpy(), self.bias.numpy())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) integers -> (..., out) float32."""
@@ -194,6 +226,25 @@ class IntLinear:
             return torch.mm(x, self.weight_t).mul_(self.mult)
         acc = torch.mm(x.reshape(-1, x.shape[-1]).to(self.dtype), self.weight_t)
         return acc.mul_(self.mult).to(_DT).view(*x.shape[:-1], -1)
+
+    def scaled_numpy(self, x: np.ndarray) -> np.ndarray:
+        """`scaled` for a float32 numpy batch x (R, in) -> (R, out), the same bits: the integer
+        sum is exact in any order, so numpy's product (less overhead per call, for small R)
+        and torch's (faster for large R; no copy) give the same sums; then the same correctly
+        rounded multiplication (and rounding to float32 after a float64 sum)."""
+        w_t, mult, _ = self._numpy
+        if self.dtype == torch.float64:
+            x = x.astype(np.float64)
+        acc = x @ w_t if len(x) < NUMPY_PRODUCT_ROWS else \
+            torch.mm(torch.from_numpy(x), self.weight_t).numpy()
+        acc *= mult
+        return acc.astype(np.float32, copy=False)
+
+    def call_numpy(self, x: np.ndarray) -> np.ndarray:
+        """`__call__` for a float32 numpy batch x (R, in) -> (R, out), the same bits."""
+        y = self.scaled_numpy(x)
+        y += self._numpy[2]
+        return y
 
     def conv(self, x: torch.Tensor, stride: int = 1, padding=(0, 0),
              channels_last: bool = False) -> torch.Tensor:
@@ -339,7 +390,7 @@ class IntegerACN:
     def logits(self, x: torch.Tensor, z_bins: np.ndarray) -> torch.Tensor:
         """The full forward pass (teacher forcing): raw pixels x (B, C, H, W) and latent bins
         (B, D) -> float32 logits (B, C, H, W) or (B, C, H, W, 256). Equal, bit for bit, to
-        what IntegerStepper gives sub-pixel by sub-pixel."""
+        what nn/integer_stepper.py's IntegerStepper gives sub-pixel by sub-pixel."""
         sc = self.scales
         xi, _ = pixel_ints(x, self.binary)
         z = torch.from_numpy(np.asarray(z_bins, dtype=np.float64)).to(_DT)
@@ -371,9 +422,6 @@ class IntegerACN:
         B, H, W, _ = o.shape
         return o.view(B, H, W, self.C, self.V).permute(0, 3, 1, 2, 4)
 
-    def stepper(self, z_bins: np.ndarray, height: int, width: int) -> "IntegerStepper":
-        return IntegerStepper(self, z_bins, height, width)
-
 
 class _BlockLins:
     """The IntLinears of PixelCNN block i, by name, each built when first used (so that in
@@ -401,91 +449,6 @@ class _BlockLins:
             return net._lin(("res", i), b.h_res.weight * b.res_mask, b.h_res.bias, GATE_SCALE)
         lin = b.v_cond if name == "v_cond" else b.h_cond
         return net._lin((name, i), lin.weight, lin.bias, self.z_scale, _CODE_MAX)
-
-
-Choose = Callable[[int, int, int, torch.Tensor], torch.Tensor]
-
-
-class IntegerStepper:
-    """IntegerACN's PixelCNN sub-pixel by sub-pixel, with the caches of nn/stepper.py; the
-    logits passed to `choose` are float32 and equal IntegerACN.logits bit for bit."""
-
-    def __init__(self, net: IntegerACN, z_bins: np.ndarray, height: int, width: int):
-        self.net, self.H, self.W = net, height, width
-        self.C, self.binary = net.C, net.binary
-        self.B = len(z_bins)
-        z = torch.from_numpy(np.asarray(z_bins, dtype=np.float64)).to(_DT)
-        self.blocks = []
-        for i, b in enumerate(net.dec.blocks):
-            L = net._block_lins(i, net.code_width)
-            lins = {k: L[k] for k in ("v", "h", "v_to_h", "res")}
-            self.blocks.append((b.p, b.first, lins, L["v_cond"](z), L["h_cond"](z)))
-        sc = net.scales
-        self.h_scales = [sc(f"h{i}") for i in range(1, len(self.blocks))] + [None]
-        s1, s2 = sc("out1"), sc("out2")
-        self.head = (s1, net._head_lin(1, s1), s2, net._head_lin(2, s2))
-
-    def run(self, choose: Choose) -> torch.Tensor:
-        """Visit every sub-pixel in raster order; returns the raw pixels (B, C, H, W) chosen."""
-        # inference mode: a quarter less per-operation overhead than no_grad (measured at
-        # B = 1, where the ~150 small operations per sub-pixel are most of the time)
-        with torch.inference_mode():
-            x = self._run(choose)
-        return x.clone()            # an ordinary tensor again
-
-    def _run(self, choose: Choose) -> torch.Tensor:
-        B, C, H, W = self.B, self.C, self.H, self.W
-        sc = self.net.scales
-        x = torch.zeros(B, C, H, W)
-        # Vertical inputs channels-last, (B, H+p, W+2p, C_in): a row slab is one contiguous
-        # block per image, and oneDNN's channels-last convolution is the fast one (measured).
-        v_in = [torch.zeros(B, H + p, W + 2 * p, self.net.dec.block_inputs(i), dtype=_DT)
-                for i, (p, *_) in enumerate(self.blocks)]
-        p0 = self.blocks[0][0]
-        for r in range(H):
-            if r > 0:
-                v_in[0][:, p0 + r, p0:p0 + W] = pixel_ints(x[:, :, r - 1],
-                                                           self.binary)[0].transpose(1, 2)
-            row_bias = self._vertical_row(v_in, r, sc)
-            h_in = [torch.zeros(B, W + p, self.net.dec.block_inputs(i), dtype=_DT)
-                    for i, (p, *_) in enumerate(self.blocks)]
-            for c in range(W):
-                for g in range(C):
-                    logits = self._pixel(h_in, row_bias, c, g)
-                    x[:, g, r, c] = choose(r, c, g, logits).to(x.dtype)
-                    h_in[0][:, p0 + c, g] = pixel_ints(x[:, g, r, c], self.binary)[0]
-        return x
-
-    def _vertical_row(self, v_in, r, sc):
-        """Every block's vertical stack at row r; returns each block's horizontal row bias
-        (B, W, 2F): v_to_h(quantised v_pre) + h_cond(z) + the h_conv bias."""
-        biases = []
-        for i, (p, first, L, v_cond, h_cond) in enumerate(self.blocks):
-            slab = v_in[i][:, r:r + p + 1].contiguous().permute(0, 3, 1, 2)   # channels-last
-            v_pre = L["v"].conv(slab, channels_last=True).permute(0, 2, 3, 1).reshape(
-                self.B, self.W, -1)
-            v_pre.add_(v_cond[:, None, :])                                    # (B, W, 2F)
-            if i + 1 < len(self.blocks):
-                nxt = self.blocks[i + 1][0]
-                v_in[i + 1][:, nxt + r, nxt:nxt + self.W] = gate(v_pre, dim=2)
-            vh = L["v_to_h"](sc.quantise(f"v{i}", v_pre))
-            biases.append(vh.add_(h_cond[:, None, :]).add_(L["h"].bias))
-        return biases
-
-    def _pixel(self, h_in, row_bias, c, g):
-        hv = None
-        for i, (p, first, L, _, _) in enumerate(self.blocks):
-            window = h_in[i][:, c:c + p + 1].reshape(self.B, -1)      # (B, (p+1) C_in) view
-            pre = L["h"].scaled(window).add_(row_bias[i][:, c])
-            out = L["res"](gate(pre, dim=1))
-            hv = out if first else out.add_(hv)
-            if self.h_scales[i] is not None:
-                h_in[i + 1][:, self.blocks[i + 1][0] + c] = quantise(hv, self.h_scales[i])
-        s1, out1, s2, out2 = self.head                                 # IntegerACN._head
-        o = out2(quantise(torch.relu(out1(quantise(torch.relu(hv), s1))), s2))
-        if self.binary:
-            return o[:, g]
-        return o.view(self.B, self.C, 256)[:, g]
 
 
 def scale_names(config) -> set[str]:

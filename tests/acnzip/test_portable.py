@@ -13,7 +13,9 @@ import torch
 from acnzip import api
 from acnzip.archive import read_archive
 from acnzip.modelfile import load_model
+from acnzip.nn import integer
 from acnzip.nn.integer import IntegerACN, calibrate, scale_names
+from acnzip.nn.integer_stepper import IntegerStepper
 from acnzip.protocol import SetTables
 from codec import BinGrid
 
@@ -35,7 +37,12 @@ def net_and_images(request, tmp_path_factory):
     return mf, IntegerACN(mf.model, scales, 1 / 64), x
 
 
-def test_stepper_gives_the_full_forward_pass_logits_bit_for_bit(net_and_images):
+@pytest.mark.parametrize("numpy_product_rows", [1 << 30, 0], ids=["numpy product", "torch product"])
+def test_stepper_gives_the_full_forward_pass_logits_bit_for_bit(net_and_images, monkeypatch,
+                                                                 numpy_product_rows):
+    """The stepper's sub-pixel work runs in numpy, with numpy's or torch's matrix products by
+    batch size: both equal the full pass (torch) bit for bit."""
+    monkeypatch.setattr(integer, "NUMPY_PRODUCT_ROWS", numpy_product_rows)
     mf, net, x = net_and_images
     z = net.code_bins(x[:6])
     full = net.logits(x[:6], z)
@@ -45,9 +52,41 @@ def test_stepper_gives_the_full_forward_pass_logits_bit_for_bit(net_and_images):
         seen.append(logits.clone())
         return x[:6, g, r, c]
 
-    net.stepper(z, 28, 28).run(teacher)
+    IntegerStepper(net, z, 28, 28).run(teacher)
     stepped = torch.stack(seen, 1).view(full.shape[:1] + (28, 28) + full.shape[4:])
     assert torch.equal(stepped, full[:, 0])
+
+
+def test_numpy_twins_of_the_integer_operations_give_torch_bits():
+    """quantise, gate and relu in numpy (the stepper's) equal the torch ones (the full pass's)
+    on the values where they could part: halves at the rounding steps, the clamps, signed
+    zeros, tiny and huge values, scales that are not float32 numbers."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(-600, 601) / 64.0
+    special = np.concatenate([steps, steps + 0.5 / 64, steps - 0.5 / 64, [0.0, -0.0, 1e-30,
+                              -1e-30, 3e38, -3e38, 127.5, -127.5, 126.5, 0.5, -0.5, 1.5]])
+    values = np.concatenate([special, rng.normal(0, 20, 20000)]).astype(np.float32)
+    pre = values[: len(values) // 64 * 64].reshape(-1, 64)
+    with np.errstate(over="ignore"):                   # 3e38 * 64 is inf, then the clamp
+        got = integer.gate_numpy(pre.copy())
+    assert got.tobytes() == integer.gate(torch.from_numpy(pre.copy()), dim=1).numpy().tobytes()
+    for scale in (1.0, 0.1, 0.0123, 3.3e-3, 1 / 127):
+        for v in (values, values * np.float32(scale)):
+            with np.errstate(over="ignore"):            # 3e38 / 0.0123 is inf, then 127
+                got = integer.quantise_numpy(v.copy(), scale)
+            assert got.tobytes() == \
+                integer.quantise(torch.from_numpy(v.copy()), scale).numpy().tobytes()
+    assert integer.relu_numpy(values).tobytes() == \
+        torch.relu(torch.from_numpy(values)).numpy().tobytes()
+    lin = integer.IntLinear(torch.randn(48, 64), torch.randn(48), 0.37)
+    a = np.rint(rng.uniform(-127, 127, (70, 64))).astype(np.float32)
+    want = lin(torch.from_numpy(a)).numpy().tobytes()
+    for rows in (1, 1 << 30):
+        integer.NUMPY_PRODUCT_ROWS, saved = rows, integer.NUMPY_PRODUCT_ROWS
+        try:
+            assert lin.call_numpy(a).tobytes() == want
+        finally:
+            integer.NUMPY_PRODUCT_ROWS = saved
 
 
 def test_networks_do_not_depend_on_the_batch(net_and_images):
@@ -120,8 +159,10 @@ print(h.hexdigest())
 
 MACHINES = {                       # what an ordinary laptop or an old server would compute
     "default": {},
-    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-    "SSE41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"},
+    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+             "NPY_DISABLE_CPU_FEATURES": "X86_V4", "OPENBLAS_CORETYPE": "Haswell"},
+    "SSE41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default",
+              "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4", "OPENBLAS_CORETYPE": "Nehalem"},
     "portable kernels": {"ATEN_CPU_CAPABILITY": "default"},
 }
 
