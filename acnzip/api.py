@@ -26,7 +26,8 @@ from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
 from .modelfile import MODELS, ModelFile, check_fits, default_model_path, load_model
-from .nn.integer import IntegerACN, calibrate, calibration_rows, scale_names
+from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
+                         scale_names)
 from .order import PermutationCodec
 from .runtime import LN2, machine, torch_session
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
@@ -45,11 +46,13 @@ class CompressError(AcnzipError):
     """A one-line reason why compress/decompress cannot proceed (nothing has been written)."""
 
 
-def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None) -> Coder:
-    """The shared computations; with `scales` the integer-exact (portable) ones."""
+def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None,
+           levels: int = Q) -> Coder:
+    """The shared computations; with `scales` the integer-exact (portable) ones, whose
+    PixelCNN activations take `levels` integer levels each side of zero."""
     torch_session(threads)
     g = mf.gmm
-    integer = IntegerACN(mf.model, scales, grid.width) if scales is not None else None
+    integer = IntegerACN(mf.model, scales, grid.width, levels) if scales is not None else None
     return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer)
 
 
@@ -173,11 +176,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     else:
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
-        scales = None
+        scales, levels = None, Q if mf.config.binary else DECODER_LEVELS_8BIT
         if portable:
             rows = calibration_rows(n)
-            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width)
-        coder = _coder(mf, BinGrid(), threads, scales)
+            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width, levels)
+        coder = _coder(mf, BinGrid(), threads, scales, levels)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
@@ -194,7 +197,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         costs = codec.costs
         layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
         if portable:                 # the model hash and the scales decide every table
-            layout_info["portable"] = {"scales": scales}
+            layout_info["portable"] = {"scales": scales, **({"levels": levels} if levels != Q
+                                                            else {})}
             probe = None
         else:
             probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
@@ -310,10 +314,11 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     scales = h["portable"]["scales"] if "portable" in h else None
+    levels = h["portable"].get("levels", Q) if "portable" in h else Q
     if scales is not None and set(scales) != scale_names(mf.config):
         raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                            "damaged or was made with another model")
-    coder = _coder(mf, grid, threads or h["threads"], scales)
+    coder = _coder(mf, grid, threads or h["threads"], scales, levels)
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
     if scales is not None:

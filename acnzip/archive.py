@@ -48,14 +48,15 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
 _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           2: struct.Struct("<4sHHIIQQQ"),     # 40 bytes + CRC
           3: struct.Struct("<4sHHIIQQQ"),
-          4: struct.Struct("<4sHHIIQQQ")}
+          4: struct.Struct("<4sHHIIQQQ"),
+          5: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -92,7 +93,11 @@ class Archive:
     files: bytes = b""           # the other-files section (xz), empty if none
     model: bytes = b""
     order_kept: bool = True
-    version: int = FORMAT_VERSION
+    version: int | None = None   # as read; None: the version it will be written as
+
+    def __post_init__(self):
+        if self.version is None:
+            self.version = writer_version(self.header)
 
     @property
     def flags(self) -> int:
@@ -108,12 +113,21 @@ def _header_bytes(header: dict) -> bytes:
     return zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
 
 
+def writer_version(header: dict) -> int:
+    """The format version an archive with this header is written as: the lowest that
+    describes it. 5 when its portable networks record PixelCNN activation levels (8-bit
+    models), else 4, so that archives which do not need version 5 keep their bytes and
+    older readers still decode them."""
+    return 5 if "levels" in header.get("portable", {}) else 4
+
+
 def pack(archive: Archive) -> bytes:
-    """The archive's bytes (always the current format version)."""
+    """The archive's bytes, as format version `writer_version(header)`."""
     header = _header_bytes(archive.header)
     if len(archive.payload) % 4:
         raise ValueError("payload must be whole 32-bit words")
-    fixed = _FIXED[FORMAT_VERSION].pack(MAGIC, FORMAT_VERSION, archive.flags, len(header),
+    version = writer_version(archive.header)
+    fixed = _FIXED[version].pack(MAGIC, version, archive.flags, len(header),
                                         len(archive.names), len(archive.files),
                                         len(archive.model), len(archive.payload))
     body = header + archive.names + archive.files + archive.model + archive.payload
@@ -123,7 +137,7 @@ def pack(archive: Archive) -> bytes:
 
 def section_sizes(archive: Archive) -> dict:
     """Bytes of each part of the packed archive; they add up to `archive_bytes`."""
-    sizes = {"frame_bytes": fixed_bytes(FORMAT_VERSION),
+    sizes = {"frame_bytes": fixed_bytes(writer_version(archive.header)),
              "header_bytes": len(_header_bytes(archive.header)),
              "names_bytes": len(archive.names), "other_files_bytes": len(archive.files),
              "model_bytes": len(archive.model), "payload_bytes": len(archive.payload)}
@@ -270,14 +284,25 @@ def associative(order: str, version: int) -> bool:
 _SCALE_NAME = re.compile(r"[a-z_]{1,16}[0-9]{0,4}")
 
 
-def _check_portable(p) -> None:
-    """'portable': {"scales": {name: positive number}}: the integer networks' activation
-    scales (nn/integer.py); which names a model needs is checked against the model."""
-    scales = p.get("scales") if isinstance(p, dict) and set(p) == {"scales"} else None
+MAX_LEVELS = 2047      # the largest PixelCNN activation range a reader accepts
+
+
+def _check_portable(p, version: int) -> None:
+    """'portable': {"scales": {name: positive number}, "levels": int (version 5)}: the
+    integer networks' activation scales (nn/integer.py), and the integer range [-levels,
+    levels] of the PixelCNN's activations (absent: 127); which scale names a model needs is
+    checked against the model."""
+    keys = set(p) if isinstance(p, dict) else set()
+    scales = p.get("scales") if keys in ({"scales"}, {"scales", "levels"}) else None
     if not (isinstance(scales, dict) and len(scales) <= 4096
             and all(isinstance(k, str) and _SCALE_NAME.fullmatch(k) for k in scales)
             and all(_is_num(v) and 1e-30 < v < 1e30 for v in scales.values())):
-        _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}}")
+        _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}, levels: integer}")
+    if "levels" in keys:
+        if version < 5:
+            _fail("'portable' levels need format version 5")
+        if not (_is_int(p["levels"]) and 127 <= p["levels"] <= MAX_LEVELS):
+            _fail(f"'portable' levels must be an integer in [127, {MAX_LEVELS}]")
 
 
 def check_header(h: dict, archive: Archive) -> None:
@@ -287,7 +312,7 @@ def check_header(h: dict, archive: Archive) -> None:
     if portable:
         if archive.version < 4:
             _fail("'portable' needs format version 4")
-        _check_portable(h["portable"])
+        _check_portable(h["portable"], archive.version)
     for key in ("acnzip_version", "mode", "model_sha256", "order") + \
             (() if portable else ("fingerprint",)):
         _text(h.get(key), repr(key))

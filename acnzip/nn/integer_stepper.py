@@ -42,10 +42,11 @@ class IntegerStepper:
             lins = {k: L[k] for k in ("v", "h", "v_to_h", "res")}
             self.blocks.append((b.p, b.first, lins, L["v_cond"](z), L["h_cond"](z)))
         sc = net.scales
-        self.h_scales = [sc(f"h{i}") for i in range(1, len(self.blocks))] + [None]
+        self.h_scales = [(sc(f"h{i}"), sc.levels(f"h{i}")) for i in range(1, len(self.blocks))] \
+            + [None]
         self.inputs = [net.dec.block_inputs(i) for i in range(len(self.blocks))]
-        s1, s2 = sc("out1"), sc("out2")
-        self.head = (s1, net._head_lin(1, s1), s2, net._head_lin(2, s2))
+        s1, s2 = (sc("out1"), sc.levels("out1")), (sc("out2"), sc.levels("out2"))
+        self.head = (s1, net._head_lin(1, s1[0]), s2, net._head_lin(2, s2[0]))
 
     def run(self, choose: Choose) -> torch.Tensor:
         """Visit every sub-pixel in raster order; returns the raw pixels (B, C, H, W) chosen,
@@ -108,10 +109,10 @@ class IntegerStepper:
                 out += hv
             hv = out
             if self.h_scales[i] is not None:
-                h_in[i + 1][:, self.blocks[i + 1][0] + c] = quantise_numpy(hv, self.h_scales[i])
+                h_in[i + 1][:, self.blocks[i + 1][0] + c] = quantise_numpy(hv, *self.h_scales[i])
         s1, out1, s2, out2 = self.head                                 # IntegerACN._head
         o = out2.call_numpy(quantise_numpy(relu_numpy(
-            out1.call_numpy(quantise_numpy(relu_numpy(hv), s1))), s2))
+            out1.call_numpy(quantise_numpy(relu_numpy(hv), *s1))), *s2))
         if self.binary:
             return o[:, g]
         return o.reshape(self.B, self.C, 256)[:, g]

@@ -53,7 +53,7 @@ def test_pack_unpack_roundtrip_and_sizes_add_up():
 def test_layout_is_as_documented():
     data = pack(ARCHIVE)
     assert data[:4] == b"\x89ACZ"
-    assert struct.unpack_from("<HH", data, 4) == (FORMAT_VERSION, 0b10)
+    assert struct.unpack_from("<HH", data, 4) == (4, 0b10)      # no PixelCNN levels: version 4
     lh, ln, lf, lm, lp = struct.unpack_from("<IIQQQ", data, 8)
     assert (ln, lf, lm, lp) == (len(NAMES), 0, 0, 20) and len(data) == 44 + lh + ln + lp + 4
     assert struct.unpack_from("<I", data, 40)[0] == zlib.crc32(data[:40])
@@ -167,6 +167,38 @@ def test_every_header_field_is_checked(key, value, message):
     with pytest.raises(ArchiveError, match=message) as err:
         unpack(_with_header(valid_header(**{key: value})))
     assert "\n" not in str(err.value)
+
+
+def _portable_header(**portable) -> dict:
+    h = valid_header(portable={"scales": {"enc1": 0.5, "v0": 0.25}, **portable})
+    del h["fingerprint"]
+    return h
+
+
+@pytest.mark.parametrize("levels, version, message", [
+    (511, 5, None), (127, 5, None), (2047, 5, None), (126, 5, "levels must be an integer"),
+    (2048, 5, "levels must be an integer"), (511.0, 5, "levels must be an integer"),
+    (True, 5, "levels must be an integer"), ("511", 5, "levels must be an integer"),
+    (511, 4, "levels need format version 5")])
+def test_portable_pixelcnn_levels_are_checked(levels, version, message):
+    """Version 5 records the PixelCNN's activation levels of portable archives; a crafted
+    value (out of range, not an integer, in an older container) is refused in one line."""
+    data = _with_header(_portable_header(levels=levels), version=version)
+    if message is None:
+        assert unpack(data).header["portable"]["levels"] == levels
+    else:
+        with pytest.raises(ArchiveError, match=message) as err:
+            unpack(data)
+        assert "\n" not in str(err.value)
+
+
+def test_archives_are_written_as_the_lowest_version_that_describes_them():
+    """Only archives that record PixelCNN levels need version 5; the others keep version 4's
+    bytes, so older readers still decode them."""
+    plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
+    wide = Archive(_portable_header(levels=511), ARCHIVE.payload, NAMES)
+    assert (unpack(pack(plain)).version, unpack(pack(wide)).version) == (4, 5)
+    assert struct.unpack_from("<H", pack(wide), 4)[0] == FORMAT_VERSION == 5
 
 
 @pytest.mark.parametrize("lengths", [[2, 2], [1, 2], [3.0], [1] * 3 + [0], "3", None])

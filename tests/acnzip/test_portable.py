@@ -2,8 +2,10 @@
 same bits for any batch, thread count and CPU vector unit, and their archives decode across
 them. Untrained tiny models (real networks) and generated digits: runs on any clone."""
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +218,7 @@ def test_portable_header_has_scales_and_no_fingerprint(tmp_path, binary_model):
                  portable=False)
     p, f = read_archive(tmp_path / "p.acn").header, read_archive(tmp_path / "f.acn").header
     assert set(p["portable"]["scales"]) == scale_names(load_model(binary_model).config)
+    assert "levels" not in p["portable"] and read_archive(tmp_path / "p.acn").version == 4
     assert "fingerprint" not in p and "portable" not in f and len(f["fingerprint"]) == 32
     api.decompress(tmp_path / "f.acn", tmp_path / "out", model=binary_model, quiet=True)
     assert np.array_equal(np.load(tmp_path / "out" / "d.npy"), digits(5))
@@ -229,13 +232,56 @@ def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
     for bad, message in ((dict(list(a.header["portable"]["scales"].items())[1:]), "do not fit"),
                          ({**a.header["portable"]["scales"], "enc_fc": -1.0}, "'portable'"),
                          ({**a.header["portable"]["scales"], "enc_fc": float("nan")},
-                          "'portable'")):
+                          "'portable'"),
+                         (a.header["portable"]["scales"], "levels need format version 5")):
         a.header["portable"]["scales"] = bad
-        (tmp_path / "bad.acn").write_bytes(pack(a))
+        data = bytearray(pack(a))
+        if message.startswith("levels"):      # a version-4 container claiming levels
+            a.header["portable"]["levels"] = 511
+            data = bytearray(pack(a))
+            struct.pack_into("<H", data, 4, 4)
+            struct.pack_into("<I", data, 40, zlib.crc32(bytes(data[:40])))
+        (tmp_path / "bad.acn").write_bytes(bytes(data))
         with pytest.raises(Exception, match=message):
             api.decompress(tmp_path / "bad.acn", tmp_path / "o", model=binary_model,
                            quiet=True)
         assert not (tmp_path / "o").exists()
+
+
+def test_8bit_archives_use_wider_pixelcnn_levels_and_older_ones_still_decode(tmp_path,
+                                                                           monkeypatch):
+    """8-bit portable archives record the PixelCNN's activation levels (511: format version 5);
+    the stepper equals the full pass at those levels; an archive without them (version 4,
+    127 levels) still decodes; a binary model's archives stay version 4 without levels."""
+    from acnzip.nn.integer import DECODER_LEVELS_8BIT, Q
+    model = make_model_file(tmp_path / "m8.pt", binary=False, seed=4)
+    mf = load_model(model)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "d.npy", x)
+    t = torch.from_numpy(x[:, None])
+    net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, DECODER_LEVELS_8BIT), 1 / 64,
+                     DECODER_LEVELS_8BIT)
+    z = net.code_bins(t[:3])
+    full, seen = net.logits(t[:3], z), []
+
+    def teacher(r, c, g, logits):
+        seen.append(logits.clone())
+        return t[:3, g, r, c]
+
+    IntegerStepper(net, z, 28, 28).run(teacher)
+    assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
+    for levels, version in ((DECODER_LEVELS_8BIT, 5), (Q, 4)):
+        monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", levels)
+        api.compress(tmp_path / "d.npy", tmp_path / f"{levels}.acn", model=model, order="keep",
+                     quiet=True)
+        a = read_archive(tmp_path / f"{levels}.acn")
+        assert a.version == version
+        assert a.header["portable"].get("levels", Q) == levels
+        monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", DECODER_LEVELS_8BIT)
+        api.decompress(tmp_path / f"{levels}.acn", tmp_path / f"o{levels}", model=model,
+                       quiet=True)
+        assert np.array_equal(np.load(tmp_path / f"o{levels}" / "d.npy"), x)
 
 
 def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
