@@ -313,8 +313,8 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     mf, what = _load_for_archive(archive, model)
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
-    scales = h["portable"]["scales"] if "portable" in h else None
-    levels = h["portable"].get("levels", Q) if "portable" in h else Q
+    portable = h.get("portable", {})          # absent: a float archive
+    scales, levels = portable.get("scales"), portable.get("levels", Q)
     if scales is not None and set(scales) != scale_names(mf.config):
         raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                            "damaged or was made with another model")

@@ -1,11 +1,14 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format version 3 (little-endian; docs/format.md has the full table and keys):
+Byte layout of format versions 5 and 4 (little-endian; docs/format.md has the full table and
+keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 3 (versions 2, the same bytes, and 1, without the
-                  files section, are read too; they differ in which orders use which protocol)
+    4       2     format version (u16): 5 when the header records PixelCNN levels, else 4
+                  (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
+                  files section, are read too (they differ in which orders use which
+                  protocol, and 3 and older have no portable archives)
     6       2     flags (u16): bit 0 model embedded, bit 1 order kept; bits 2-15 reserved = 0
     8       4     header length Lh (u32)
     12      4     names length Ln (u32)
