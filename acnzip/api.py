@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from codec import AnsStack, BinGrid, CodecError
+from codec.window import DEFAULT_WINDOW
 from . import __version__
 from .archive import (Archive, ArchiveError, associative, check_header, check_paths,
                       fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
@@ -40,6 +41,8 @@ from .tour import greedy_tour
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
 
 ORDERS = ("keep", "set", "tour")
+POSTERIOR_WINDOW = DEFAULT_WINDOW   # --order keep and set: q(z|x) on the bins within 8 of its
+                                    # mean (codec.window; None writes the pre-version-6 archives)
 
 
 class CompressError(AcnzipError):
@@ -47,13 +50,14 @@ class CompressError(AcnzipError):
 
 
 def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None,
-           levels: int = Q) -> Coder:
+           levels: int = Q, window: float | None = None) -> Coder:
     """The shared computations; with `scales` the integer-exact (portable) ones, whose
-    PixelCNN activations take `levels` integer levels each side of zero."""
+    PixelCNN activations take `levels` integer levels each side of zero; q(z|x) on `window`
+    of its mean (None: the whole grid)."""
     torch_session(threads)
     g = mf.gmm
     integer = IntegerACN(mf.model, scales, grid.width, levels) if scales is not None else None
-    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer)
+    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer, window)
 
 
 def grid_for(codes: np.ndarray, width: float = BinGrid.width, margin: float = 8.0) -> BinGrid:
@@ -180,7 +184,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         if portable:
             rows = calibration_rows(n)
             scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width, levels)
-        coder = _coder(mf, BinGrid(), threads, scales, levels)
+        coder = _coder(mf, BinGrid(), threads, scales, levels, POSTERIOR_WINDOW)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
@@ -195,7 +199,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                 seed_words(1, mf.config.latent_dim),
                 lambda: (bar.reset(), tick(n), setattr(codec, "costs", SetCosts())))
         costs = codec.costs
-        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
+        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w,
+                       **({"posterior_window": POSTERIOR_WINDOW} if POSTERIOR_WINDOW else {})}
         if portable:                 # the model hash and the scales decide every table
             layout_info["portable"] = {"scales": scales, **({"levels": levels} if levels != Q
                                                             else {})}
@@ -318,7 +323,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     if scales is not None and set(scales) != scale_names(mf.config):
         raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                            "damaged or was made with another model")
-    coder = _coder(mf, grid, threads or h["threads"], scales, levels)
+    coder = _coder(mf, grid, threads or h["threads"], scales, levels, h.get("posterior_window"))
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
     if scales is not None:

@@ -1,11 +1,12 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format versions 5 and 4 (little-endian; docs/format.md has the full table and
-keys):
+Byte layout of format versions 6, 5 and 4 (little-endian; docs/format.md has the full table
+and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 5 when the header records PixelCNN levels, else 4
+    4       2     format version (u16): 6 when the header records a posterior window
+                  (--order keep and set), else 5 when it records PixelCNN levels, else 4
                   (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
                   files section, are read too (they differ in which orders use which
                   protocol, and 3 and older have no portable archives)
@@ -51,7 +52,7 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
@@ -59,7 +60,8 @@ _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           2: struct.Struct("<4sHHIIQQQ"),     # 40 bytes + CRC
           3: struct.Struct("<4sHHIIQQQ"),
           4: struct.Struct("<4sHHIIQQQ"),
-          5: struct.Struct("<4sHHIIQQQ")}
+          5: struct.Struct("<4sHHIIQQQ"),
+          6: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -118,9 +120,12 @@ def _header_bytes(header: dict) -> bytes:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 5 when its portable networks record PixelCNN activation levels (8-bit
-    models), else 4, so that archives which do not need version 5 keep their bytes and
-    older readers still decode them."""
+    describes it. 6 when q(z|x) is coded on a window (`posterior_window`: --order keep and
+    set), else 5 when its portable networks record PixelCNN activation levels (8-bit
+    models), else 4, so that archives which do not need a newer version keep their bytes
+    and older readers still decode them."""
+    if "posterior_window" in header:
+        return 6
     return 5 if "levels" in header.get("portable", {}) else 4
 
 
@@ -352,6 +357,10 @@ def check_header(h: dict, archive: Archive) -> None:
         if archive.version >= 3 and not (_is_num(h.get("base_weight"))
                                          and 0 <= h["base_weight"] < 1):
             _fail("'base_weight' must be a number in [0, 1)")
+        if "posterior_window" in h and archive.version < 6:
+            _fail("'posterior_window' needs format version 6")
+    elif "posterior_window" in h:
+        _fail("'posterior_window' belongs to --order keep and set")
     else:                                                     # chains along the tour
         lengths = h.get("chain_lengths")
         if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)
@@ -368,6 +377,9 @@ def check_header(h: dict, archive: Archive) -> None:
             and 2 * grid["range"] / grid["width"] <= LIMITS.max_grid_bins):
         _fail("'grid' must be {width in (0, 1], range in [1, 1024]} with at most "
               f"{LIMITS.max_grid_bins} bins")
+    window = h.get("posterior_window", grid["range"])
+    if not (_is_num(window) and grid["width"] <= window <= grid["range"]):
+        _fail("'posterior_window' must be a number from the grid's width to its range")
     if len(h["model_sha256"]) != 64 or not _HEX.fullmatch(h["model_sha256"]):
         _fail("'model_sha256' must be 64 hex digits")
     if not portable and (len(h["fingerprint"]) != 32 or not _HEX.fullmatch(h["fingerprint"])):

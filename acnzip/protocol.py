@@ -35,6 +35,7 @@ from codec import exactmath
 from codec.associative import AssociativePrior, nearest
 from codec.multiset import Multiset
 from codec.portable import PortableDiagonalMixture, PortableGaussian, PortableMixture
+from codec.window import WindowedGaussian
 from .nn.integer import IntegerACN, bernoulli_p, softmax_table
 from .nn.integer_stepper import IntegerStepper
 from .nn.stepper import PixelStepper
@@ -91,12 +92,15 @@ class Coder:
     `integer`: the model's integer-exact evaluation (nn/integer.py) for portable archives:
     the networks, and every table built from their outputs (codec/portable.py), are then the
     same on every machine. Without it the float32 networks and leaves.py tables are used,
-    exact only where the computation is repeated identically (the fingerprint checks that)."""
+    exact only where the computation is repeated identically (the fingerprint checks that).
+
+    `window`: q(z|x) is coded on the bins within `window` of its mean (codec.window; format
+    version 6); None: on the whole grid, as archives before version 6 were."""
 
     def __init__(self, model, gmm, grid: BinGrid = DEFAULT_GRID,
-                 integer: IntegerACN | None = None):
+                 integer: IntegerACN | None = None, window: float | None = None):
         self.model, self.gmm, self.grid = model, gmm, grid
-        self.integer = integer
+        self.integer, self.window = integer, window
         self._base = None            # the GMM's tables, built on first use
         cfg = model.config
         self.shape = (cfg.channels, cfg.height, cfg.width)
@@ -108,7 +112,7 @@ class Coder:
 
     def with_grid(self, grid: BinGrid) -> "Coder":
         """The same coder on another latent grid."""
-        return Coder(self.model, self.gmm, grid, self.integer)
+        return Coder(self.model, self.gmm, grid, self.integer, self.window)
 
     def base(self, n: int):
         """The unconditional GMM p(z) for n latent rows (its tables computed once)."""
@@ -119,7 +123,10 @@ class Coder:
         return self._base.for_rows(n)
 
     def posterior(self, codes: np.ndarray):
-        """q(z | x) = N(c, I) on the grid for codes (R, D) float64."""
+        """q(z | x) = N(c, I) on the grid for codes (R, D) float64 (on each row's window when
+        the coder has one)."""
+        if self.window is not None:
+            return WindowedGaussian(codes, 1.0, self.grid, self.window, self.portable)
         leaf = PortableGaussian if self.portable else DiscretisedGaussian
         return leaf(codes, 1.0, self.grid)
 

@@ -1,7 +1,8 @@
 """codec: model-agnostic bits-back ANS coding over constriction (numpy + constriction only).
 
 A codec is a push/pop pair on an `AnsStack` (see core.py for decode order); leaves.py holds the
-entropy models, grid.py the latent bin grid. Nothing here knows about images or networks.
+entropy models, grid.py the latent bin grid, window.py the posterior on a window of it.
+Nothing here knows about images or networks.
 """
 from . import exactmath
 from .associative import AssociativePrior, nearest
@@ -11,7 +12,8 @@ from .leaves import (Bernoulli, Categorical, DiscretisedDiagonalMixture, Discret
                      DiscretisedMixture, Uniform, sanitise_table)
 from .multiset import Multiset
 from .stack import WORD_BITS, AnsStack, CodecError, StackUnderflowError
+from .window import WindowedGaussian
 
 __all__ = ["AnsStack", "AssociativePrior", "exactmath", "Multiset", "nearest", "BinGrid", "DEFAULT_GRID", "Bernoulli", "BitsBack", "Categorical",
            "Codec", "CodecError", "Dependent", "DiscretisedDiagonalMixture", "DiscretisedGaussian", "DiscretisedMixture",
-           "Serial", "StackUnderflowError", "Uniform", "WORD_BITS", "sanitise_table"]
+           "Serial", "StackUnderflowError", "Uniform", "WindowedGaussian", "WORD_BITS", "sanitise_table"]

@@ -193,12 +193,39 @@ def test_portable_pixelcnn_levels_are_checked(levels, version, message):
 
 
 def test_archives_are_written_as_the_lowest_version_that_describes_them():
-    """Only archives that record PixelCNN levels need version 5; the others keep version 4's
-    bytes, so older readers still decode them."""
+    """Archives whose q(z|x) is coded on a window need version 6, those that record PixelCNN
+    levels (only) version 5; the others keep version 4's bytes, so older readers still decode
+    them."""
     plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
     wide = Archive(_portable_header(levels=511), ARCHIVE.payload, NAMES)
-    assert (unpack(pack(plain)).version, unpack(pack(wide)).version) == (4, 5)
-    assert struct.unpack_from("<H", pack(wide), 4)[0] == FORMAT_VERSION == 5
+    windowed = Archive({**_portable_header(levels=511), "posterior_window": 8.0},
+                       ARCHIVE.payload, NAMES)
+    assert [unpack(pack(a)).version for a in (plain, wide, windowed)] == [4, 5, 6]
+    assert struct.unpack_from("<H", pack(windowed), 4)[0] == FORMAT_VERSION == 6
+
+
+@pytest.mark.parametrize("window, version, order, message", [
+    (8.0, 6, "keep", None), (8, 6, "set", None), (0.015625, 6, "keep", None),
+    (24.0, 6, "keep", None), (0.01, 6, "keep", "posterior_window' must be a number"),
+    (24.5, 6, "keep", "posterior_window' must be a number"),
+    ("8", 6, "keep", "posterior_window' must be a number"),
+    (True, 6, "keep", "posterior_window' must be a number"),
+    (8.0, 5, "keep", "needs format version 6"), (8.0, 6, "tour", "belongs to --order keep")])
+def test_posterior_window_is_checked(window, version, order, message):
+    """Version 6 records the window q(z|x) is coded on; a crafted one (out of the grid, not a
+    number, in an older container, on the tour) is refused in one line."""
+    h = valid_header(posterior_window=window) if order != "tour" else \
+        tour_header(posterior_window=window)
+    if order == "set":
+        h["order"] = "set"
+    keep = order == "keep"
+    data = _with_header(h, names=NAMES if keep else b"", version=version, flags=0b10 * keep)
+    if message is None:
+        assert unpack(data).header["posterior_window"] == window
+    else:
+        with pytest.raises(ArchiveError, match=message) as err:
+            unpack(data)
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("lengths", [[2, 2], [1, 2], [3.0], [1] * 3 + [0], "3", None])

@@ -218,7 +218,8 @@ def test_portable_header_has_scales_and_no_fingerprint(tmp_path, binary_model):
                  portable=False)
     p, f = read_archive(tmp_path / "p.acn").header, read_archive(tmp_path / "f.acn").header
     assert set(p["portable"]["scales"]) == scale_names(load_model(binary_model).config)
-    assert "levels" not in p["portable"] and read_archive(tmp_path / "p.acn").version == 4
+    assert "levels" not in p["portable"] and p["posterior_window"] == 8.0
+    assert read_archive(tmp_path / "p.acn").version == 6
     assert "fingerprint" not in p and "portable" not in f and len(f["fingerprint"]) == 32
     api.decompress(tmp_path / "f.acn", tmp_path / "out", model=binary_model, quiet=True)
     assert np.array_equal(np.load(tmp_path / "out" / "d.npy"), digits(5))
@@ -250,9 +251,9 @@ def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
 
 def test_8bit_archives_use_wider_pixelcnn_levels_and_older_ones_still_decode(tmp_path,
                                                                            monkeypatch):
-    """8-bit portable archives record the PixelCNN's activation levels (511: format version 5);
-    the stepper equals the full pass at those levels; an archive without them (version 4,
-    127 levels) still decodes; a binary model's archives stay version 4 without levels."""
+    """8-bit portable archives record the PixelCNN's activation levels (511) and q's window
+    (format version 6); the stepper equals the full pass at those levels; archives of the
+    older versions (5: levels, q on the whole grid; 4: 127 levels) still decode."""
     from acnzip.nn.integer import DECODER_LEVELS_8BIT, Q
     model = make_model_file(tmp_path / "m8.pt", binary=False, seed=4)
     mf = load_model(model)
@@ -271,17 +272,21 @@ def test_8bit_archives_use_wider_pixelcnn_levels_and_older_ones_still_decode(tmp
 
     IntegerStepper(net, z, 28, 28).run(teacher)
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
-    for levels, version in ((DECODER_LEVELS_8BIT, 5), (Q, 4)):
+    for levels, window, version in ((DECODER_LEVELS_8BIT, 8.0, 6), (DECODER_LEVELS_8BIT, None, 5),
+                                    (Q, None, 4)):
         monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", levels)
-        api.compress(tmp_path / "d.npy", tmp_path / f"{levels}.acn", model=model, order="keep",
-                     quiet=True)
-        a = read_archive(tmp_path / f"{levels}.acn")
+        monkeypatch.setattr(api, "POSTERIOR_WINDOW", window)
+        api.compress(tmp_path / "d.npy", tmp_path / f"{version}.acn", model=model,
+                     order="keep", quiet=True)
+        a = read_archive(tmp_path / f"{version}.acn")
         assert a.version == version
         assert a.header["portable"].get("levels", Q) == levels
+        assert a.header.get("posterior_window") == window
         monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", DECODER_LEVELS_8BIT)
-        api.decompress(tmp_path / f"{levels}.acn", tmp_path / f"o{levels}", model=model,
+        monkeypatch.setattr(api, "POSTERIOR_WINDOW", 8.0)
+        api.decompress(tmp_path / f"{version}.acn", tmp_path / f"o{version}", model=model,
                        quiet=True)
-        assert np.array_equal(np.load(tmp_path / f"o{levels}" / "d.npy"), x)
+        assert np.array_equal(np.load(tmp_path / f"o{version}" / "d.npy"), x)
 
 
 def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
