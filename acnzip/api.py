@@ -41,8 +41,8 @@ from .tour import greedy_tour
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
 
 ORDERS = ("keep", "set", "tour")
-POSTERIOR_WINDOW = DEFAULT_WINDOW   # --order keep and set: q(z|x) on the bins within 8 of its
-                                    # mean (codec.window; None writes the pre-version-6 archives)
+POSTERIOR_WINDOW = DEFAULT_WINDOW   # q(z|x) on the bins within 8 of its mean (codec.window;
+                                    # None writes the archives of format versions 4 and 5)
 
 
 class CompressError(AcnzipError):
@@ -170,11 +170,12 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     n = len(pixels)
     if order == "tour":
         codes = mf.model.codes(pixels)        # batched: only the tour's order depends on them
-        coder = _coder(mf, grid_for(codes), threads)
+        coder = _coder(mf, grid_for(codes), threads, window=POSTERIOR_WINDOW)
         tour = greedy_tour(codes)
         layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
         stack, words, costs = _encode_chains(coder, pixels, tour, layout, quiet)
-        layout_info = {"chain_lengths": layout.lengths.tolist()}
+        layout_info = {"chain_lengths": layout.lengths.tolist(),
+                       **({"posterior_window": POSTERIOR_WINDOW} if POSTERIOR_WINDOW else {})}
         probe = fingerprint(coder, layout.lengths.size)
         kl_tour = _tour_kl_nats(mf, codes, tour)
     else:

@@ -5,8 +5,8 @@ and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 6 when the header records a posterior window
-                  (--order keep and set), else 5 when it records PixelCNN levels, else 4
+    4       2     format version (u16): 6 when the header records a posterior window,
+                  else 5 when it records PixelCNN levels, else 4
                   (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
                   files section, are read too (they differ in which orders use which
                   protocol, and 3 and older have no portable archives)
@@ -120,8 +120,7 @@ def _header_bytes(header: dict) -> bytes:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 6 when q(z|x) is coded on a window (`posterior_window`: --order keep and
-    set), else 5 when its portable networks record PixelCNN activation levels (8-bit
+    describes it. 6 when q(z|x) is coded on a window (`posterior_window`), else 5 when its portable networks record PixelCNN activation levels (8-bit
     models), else 4, so that archives which do not need a newer version keep their bytes
     and older readers still decode them."""
     if "posterior_window" in header:
@@ -357,10 +356,6 @@ def check_header(h: dict, archive: Archive) -> None:
         if archive.version >= 3 and not (_is_num(h.get("base_weight"))
                                          and 0 <= h["base_weight"] < 1):
             _fail("'base_weight' must be a number in [0, 1)")
-        if "posterior_window" in h and archive.version < 6:
-            _fail("'posterior_window' needs format version 6")
-    elif "posterior_window" in h:
-        _fail("'posterior_window' belongs to --order keep and set")
     else:                                                     # chains along the tour
         lengths = h.get("chain_lengths")
         if not (isinstance(lengths, list) and 1 <= len(lengths) <= min(n, LIMITS.max_chains)
@@ -377,6 +372,8 @@ def check_header(h: dict, archive: Archive) -> None:
             and 2 * grid["range"] / grid["width"] <= LIMITS.max_grid_bins):
         _fail("'grid' must be {width in (0, 1], range in [1, 1024]} with at most "
               f"{LIMITS.max_grid_bins} bins")
+    if "posterior_window" in h and archive.version < 6:
+        _fail("'posterior_window' needs format version 6")
     window = h.get("posterior_window", grid["range"])
     if not (_is_num(window) and grid["width"] <= window <= grid["range"]):
         _fail("'posterior_window' must be a number from the grid's width to its range")

@@ -154,9 +154,8 @@ class Coder:
                                                 p.scales[rows].double().numpy()), self.grid)
 
     def posterior_codec(self, codes: torch.Tensor, active: np.ndarray):
-        """q(z | x) = N(c, I) on the grid for the active rows."""
-        return DiscretisedGaussian(codes[torch.from_numpy(active)].double().numpy(), 1.0,
-                                   self.grid)
+        """q(z | x) = N(c, I) on the grid (or its window) for the active rows."""
+        return self.posterior(codes[torch.from_numpy(active)].double().numpy())
 
     def z_tensor(self, z_bins: np.ndarray, active: np.ndarray) -> torch.Tensor:
         """Latent bin indices of the active rows -> z values (B, D) float32, zeros elsewhere."""

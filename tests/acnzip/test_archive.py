@@ -210,10 +210,10 @@ def test_archives_are_written_as_the_lowest_version_that_describes_them():
     (24.5, 6, "keep", "posterior_window' must be a number"),
     ("8", 6, "keep", "posterior_window' must be a number"),
     (True, 6, "keep", "posterior_window' must be a number"),
-    (8.0, 5, "keep", "needs format version 6"), (8.0, 6, "tour", "belongs to --order keep")])
+    (8.0, 5, "keep", "needs format version 6"), (8.0, 6, "tour", None), (8.0, 5, "tour", "needs format version 6")])
 def test_posterior_window_is_checked(window, version, order, message):
     """Version 6 records the window q(z|x) is coded on; a crafted one (out of the grid, not a
-    number, in an older container, on the tour) is refused in one line."""
+    number, in an older container) is refused in one line."""
     h = valid_header(posterior_window=window) if order != "tour" else \
         tour_header(posterior_window=window)
     if order == "set":
