@@ -174,8 +174,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         tour = greedy_tour(codes)
         layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
         stack, words, costs = _encode_chains(coder, pixels, tour, layout, quiet)
-        layout_info = {"chain_lengths": layout.lengths.tolist(),
-                       **({"posterior_window": POSTERIOR_WINDOW} if POSTERIOR_WINDOW else {})}
+        layout_info = {"chain_lengths": layout.lengths.tolist()}
         probe = fingerprint(coder, layout.lengths.size)
         kl_tour = _tour_kl_nats(mf, codes, tour)
     else:
@@ -200,8 +199,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                 seed_words(1, mf.config.latent_dim),
                 lambda: (bar.reset(), tick(n), setattr(codec, "costs", SetCosts())))
         costs = codec.costs
-        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w,
-                       **({"posterior_window": POSTERIOR_WINDOW} if POSTERIOR_WINDOW else {})}
+        layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
         if portable:                 # the model hash and the scales decide every table
             layout_info["portable"] = {"scales": scales, **({"levels": levels} if levels != Q
                                                             else {})}
@@ -216,6 +214,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         "binary": ds.binary, "binary_value": ds.binary_value, "mode": ds.mode,
         "source": dict(ds.origin) if ds.origin["kind"] != "folder" else {"kind": "folder"},
         "order": order, **layout_info, "seed_words": words,
+        **({"posterior_window": coder.window} if coder.window else {}),
         "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
         "threads": threads,
         "model_sha256": model_sha, "model_name": model_path.name,

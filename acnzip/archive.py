@@ -120,9 +120,10 @@ def _header_bytes(header: dict) -> bytes:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 6 when q(z|x) is coded on a window (`posterior_window`), else 5 when its portable networks record PixelCNN activation levels (8-bit
-    models), else 4, so that archives which do not need a newer version keep their bytes
-    and older readers still decode them."""
+    describes it. 6 when q(z|x) is coded on a window (`posterior_window`), else 5 when its
+    portable networks record PixelCNN activation levels (8-bit models), else 4, so that
+    archives which do not need a newer version keep their bytes and older readers still
+    decode them."""
     if "posterior_window" in header:
         return 6
     return 5 if "levels" in header.get("portable", {}) else 4

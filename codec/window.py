@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import Codec
-from .grid import BinGrid
+from .grid import DEFAULT_GRID, BinGrid
 from .leaves import DiscretisedGaussian, _finite
 from .portable import PortableGaussian
 from .stack import AnsStack, CodecError
@@ -40,7 +40,7 @@ class WindowedGaussian(Codec):
     """N(mean, std^2) per symbol on `grid`, restricted to the bins within `window` of the bin
     nearest its mean (see the module docstring)."""
 
-    def __init__(self, mean, std=1.0, grid: BinGrid = BinGrid(), window: float = DEFAULT_WINDOW,
+    def __init__(self, mean, std=1.0, grid: BinGrid = DEFAULT_GRID, window: float = DEFAULT_WINDOW,
                  portable: bool = False):
         mean = _finite(mean, "Gaussian means")
         w, s = grid.width, grid.half_bins
@@ -51,7 +51,6 @@ class WindowedGaussian(Codec):
         self.shape = mean.shape
         self.centre = np.clip(np.rint(np.clip(mean / w, -2.0 * s, 2.0 * s)),
                               reach - s, s - reach).astype(np.int64)
-        self.mean, self.std = mean, std
         leaf = PortableGaussian if portable else DiscretisedGaussian
         self.inner = leaf(mean - self.centre * w, std, self.window)
 
