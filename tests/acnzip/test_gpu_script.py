@@ -1,4 +1,5 @@
-"""scripts/train-gpu.sh, the script run when a GPU is lent, tested on the CPU with `tiny`."""
+"""scripts/train-gpu.sh, the script run when a GPU is lent, tested on the CPU: a `tiny` job, the
+warm starts from the shipped models, and its refusals."""
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path
     data.mkdir()
     for name, n in (("bin_train", 64), ("bin_valid", 16)):
         np.savez_compressed(data / f"{name}.npz", x=(rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
-    env = dict(os.environ, PYTHON=sys.executable, JOBS="tiny", CKPTDIR=str(tmp_path / "ckpt"),
+    env = dict(os.environ, PYTHON=sys.executable, JOBS="bin-tiny", CKPTDIR=str(tmp_path / "ckpt"),
                WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
     out = tmp_path / "out"
     done = subprocess.run(["bash", str(SCRIPT), str(out), "0.05", str(data), "cpu"], env=env,
@@ -31,3 +32,42 @@ def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path
     assert m.config.binary and m.metadata["stop_reason"] == "max-minutes"
     assert m.metadata["train_data"]["n"] == 64
     assert (tmp_path / "ckpt" / "bin-tiny.ckpt").stat().st_size > 0
+
+
+def _data(tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n in (("bin_train", 64), ("bin_valid", 16)):
+        np.savez_compressed(data / f"{name}.npz", x=(rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
+    for name, n in (("mnist_train55k", 64), ("mnist_valid5k", 16)):
+        np.savez_compressed(data / f"{name}.npz", x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    return data
+
+
+def _run(tmp_path, jobs, out):
+    env = dict(os.environ, PYTHON=sys.executable, JOBS=jobs, CKPTDIR=str(tmp_path / "ckpt"),
+               WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", str(SCRIPT), str(out), "0.02", str(tmp_path / "data"), "cpu"],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_gpu_script_warm_starts_continue_the_shipped_models(tmp_path):
+    _data(tmp_path)
+    done = _run(tmp_path, "bin-init mnist8-init", tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    models = Path(SCRIPT).parents[1] / "acnzip" / "models"
+    for name, shipped in (("bin-init", "binarized-mnist.pt"), ("mnist8-init", "mnist.pt")):
+        m, ship = load_model(tmp_path / "out" / f"{name}.pt"), load_model(models / shipped)
+        assert m.metadata["init"]["file"] == shipped
+        assert m.config == ship.config          # the shipped architecture, trained further
+        assert m.metadata["train_data"]["n"] == 64
+
+
+def test_gpu_script_refuses_an_unknown_job_before_starting_anything(tmp_path):
+    _data(tmp_path)
+    done = _run(tmp_path, "bin-init bin-large", tmp_path / "out")
+    assert done.returncode == 1
+    assert "no job named bin-large" in done.stderr
+    assert not (tmp_path / "out").exists()
