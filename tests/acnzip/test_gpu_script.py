@@ -13,27 +13,6 @@ from acnzip.modelfile import load_model
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train-gpu.sh"
 
 
-@pytest.mark.slow
-def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n in (("bin_train", 64), ("bin_valid", 16)):
-        np.savez_compressed(data / f"{name}.npz", x=(rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
-    env = dict(os.environ, PYTHON=sys.executable, JOBS="bin-tiny", CKPTDIR=str(tmp_path / "ckpt"),
-               WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
-    out = tmp_path / "out"
-    done = subprocess.run(["bash", str(SCRIPT), str(out), "0.05", str(data), "cpu"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    log = (out / "bin-tiny.log").read_text()
-    assert "bf16" in log and "wrote" in log, log
-    m = load_model(out / "bin-tiny.pt")
-    assert m.config.binary and m.metadata["stop_reason"] == "max-minutes"
-    assert m.metadata["train_data"]["n"] == 64
-    assert (tmp_path / "ckpt" / "bin-tiny.ckpt").stat().st_size > 0
-
-
 def _data(tmp_path):
     rng = np.random.default_rng(1)
     data = tmp_path / "data"
@@ -45,10 +24,10 @@ def _data(tmp_path):
     return data
 
 
-def _run(tmp_path, jobs, out):
+def _run(tmp_path, jobs, out, minutes="0.02"):
     env = dict(os.environ, PYTHON=sys.executable, JOBS=jobs, CKPTDIR=str(tmp_path / "ckpt"),
                WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
-    return subprocess.run(["bash", str(SCRIPT), str(out), "0.02", str(tmp_path / "data"), "cpu"],
+    return subprocess.run(["bash", str(SCRIPT), str(out), minutes, str(tmp_path / "data"), "cpu"],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -71,3 +50,17 @@ def test_gpu_script_refuses_an_unknown_job_before_starting_anything(tmp_path):
     assert done.returncode == 1
     assert "no job named bin-large" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path):
+    _data(tmp_path)
+    out = tmp_path / "out"
+    done = _run(tmp_path, "bin-tiny", out, minutes="0.05")
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "bin-tiny.log").read_text()
+    assert "bf16" in log and "wrote" in log, log
+    m = load_model(out / "bin-tiny.pt")
+    assert m.config.binary and m.metadata["stop_reason"] == "max-minutes"
+    assert m.metadata["train_data"]["n"] == 64
+    assert (tmp_path / "ckpt" / "bin-tiny.ckpt").stat().st_size > 0
