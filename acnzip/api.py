@@ -26,7 +26,8 @@ from .archive import (Archive, ArchiveError, associative, check_header, check_pa
 from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
-from .modelfile import MODELS, ModelFile, check_fits, default_model_path, load_model
+from .modelfile import (MODELS, ModelFile, check_fits, default_model_path, load_model,
+                        shipped_model_for)
 from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
                          scale_names)
 from .order import PermutationCodec
@@ -271,8 +272,9 @@ def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray) -> float:
 
 
 def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[ModelFile, str]:
-    """The model that made the archive: --model, else the embedded one, else the shipped one
-    when its hash matches; otherwise an error naming the file the archive needs."""
+    """The model that made the archive: --model, else the embedded one, else the file shipped
+    with acnzip (a default or a retired default) whose hash the archive names; otherwise an
+    error naming the file the archive needs."""
     h = archive.header
     needed = h.get("model_name", "the model file it was made with")
     need = f"{needed} (sha256 {h['model_sha256'][:16]}...)"
@@ -284,15 +286,13 @@ def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[Model
     elif archive.model:
         blob, what = archive.model, "the embedded model"
     else:
-        try:
-            path = default_model_path(tuple(h["shape_chw"]), h["binary"])
-            blob = path.read_bytes()
-        except CompressError:
-            blob = b""
-        if hashlib.sha256(blob).hexdigest() != h["model_sha256"]:
+        path = shipped_model_for(h["model_sha256"])
+        if path is None:
             raise CompressError(f"this archive needs the model file {need}, which is not "
                                 "shipped with this acnzip: pass it with --model")
-        what = "the shipped model"
+        blob = path.read_bytes()
+        what = ("the shipped model" if path.parent == MODELS else
+                f"the retired shipped model {path.name}")
     if hashlib.sha256(blob).hexdigest() != h["model_sha256"]:
         raise CompressError(f"wrong model: the archive needs {need}; {what} has sha256 "
                             f"{hashlib.sha256(blob).hexdigest()[:16]}...")

@@ -376,7 +376,14 @@ def info(archive, as_json):
                f"{h['header_bytes']:,} + names {h['names_bytes']:,} + other files "
                f"{h['other_files_bytes']:,} + embedded model {h['model_bytes']:,} + frame "
                f"{h['frame_bytes']}")
-    needs = "embedded" if h["model_bytes"] else "needed to decode"
+    if h["model_bytes"]:
+        needs = "embedded"
+    else:
+        from .modelfile import MODELS, shipped_model_for
+        path = shipped_model_for(h["model_sha256"])
+        needs = ("needed to decode; not shipped with this acnzip: pass it with --model"
+                 if path is None else "shipped with acnzip" if path.parent == MODELS else
+                 f"shipped with acnzip as the retired {path.name}")
     click.echo(f"  model {h.get('model_name', '(name not recorded)')} ({needs}), sha256 "
                f"{h['model_sha256']}")
     click.echo(f"  written by acnzip {h['acnzip_version']}, torch {h['versions']['torch']}, "

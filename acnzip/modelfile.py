@@ -13,6 +13,7 @@ code. Keys:
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from .gmm import DiagonalGMM
 from .nn import ACN
 
 __all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODELS",
-           "DEFAULT_MODEL", "SHIPPED", "default_model_path", "check_fits"]
+           "DEFAULT_MODEL", "SHIPPED", "RETIRED", "default_model_path", "shipped_model_for",
+           "check_fits"]
 
 MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
 
@@ -90,6 +92,20 @@ MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
 SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-like digits
            ((1, 28, 28), False): "mnist.pt"}               # 8-bit grey MNIST-like digits
+# A shipped model that is replaced is never deleted: an archive made with it names only its
+# hash, so its file moves here as STEM-SHA16.pt (the first 16 hex digits of its sha256) and
+# decompression still finds it.
+RETIRED = MODELS / "retired"
+
+
+def shipped_model_for(sha256: str) -> Path | None:
+    """The file shipped with acnzip whose bytes have this sha256 (64 hex digits): a default
+    model of SHIPPED or a retired one; None if acnzip ships no such file."""
+    sha256 = sha256.lower()
+    for path in [MODELS / n for n in SHIPPED.values()] + sorted(RETIRED.glob(f"*-{sha256[:16]}.pt")):
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return path
+    return None
 
 
 def default_model_path(shape_chw: tuple, binary: bool) -> Path:

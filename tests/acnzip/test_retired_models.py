@@ -1,0 +1,71 @@
+"""Every model acnzip has shipped stays shipped: an archive made with a shipped model names only
+its hash, so a replaced default moves to acnzip/models/retired/ and archives made with it still
+decode with no --model. The golden archives here were written by the acnzip of the day (the
+commits that shipped each model, with that day's format) from images generated below."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acnzip import api
+from acnzip.archive import read_archive
+from acnzip.modelfile import MODELS, RETIRED, SHIPPED, shipped_model_for
+
+from .test_safety import digits
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# sha256 of every model file acnzip has shipped, current defaults included (git log -- acnzip/models).
+# Shipping a new default adds its hash here; the one it replaces moves to models/retired/.
+EVER_SHIPPED = {
+    "d69c904178f01f8af1f9d6f9846769044bd6ff0c568f0187f7c88bc80be9cbb2": "binarized-mnist.pt, 2026-11-25",
+    "d23b49500e18d2301057a1ae45ba6677f226c55d5f1c5036c89b8e5ac904a7f9": "binarized-mnist.pt, 2026-11-28",
+    "b8dadcac00b7fc56eb3623ea18acf16d30e2ebbce21895314b0715f2030846a0": "mnist.pt leg 7, 2026-11-28",
+    "b90e80d07551cfe9bc558863821cfb97e84c3551b0a88f13a54ae1ad134745ed": "mnist.pt leg 9, 2026-11-29",
+    "3dea03247c49f2aeaf0be79b571293ce30c2acda4660bf0270893c82089737e4": "mnist.pt leg 13, 2026-11-29",
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_model_ever_shipped_is_still_shipped_and_found_by_its_hash():
+    for sha, what in EVER_SHIPPED.items():
+        path = shipped_model_for(sha)
+        assert path is not None, f"{what} (sha256 {sha[:16]}...) is no longer shipped"
+        assert _sha256(path) == sha
+        assert path.parent == MODELS or path.name.endswith(f"-{sha[:16]}.pt")
+    assert shipped_model_for("0" * 64) is None
+
+
+def test_the_shipped_defaults_and_the_retired_files_are_all_recorded():
+    """A new default must be recorded (and the one it replaced kept in retired/)."""
+    for name in SHIPPED.values():
+        assert _sha256(MODELS / name) in EVER_SHIPPED, f"{name} is not in EVER_SHIPPED"
+    for path in RETIRED.glob("*.pt"):
+        sha = _sha256(path)
+        assert sha in EVER_SHIPPED and path.name.endswith(f"-{sha[:16]}.pt"), path.name
+
+
+def _grey_digits(n: int, seed: int) -> np.ndarray:
+    """8-bit digits with grey edges: the strokes of `digits`, averaged over 2x2 (0..255)."""
+    g = digits(n, seed=seed).astype(np.float64)
+    g = (g + np.roll(g, 1, 1) + np.roll(g, 1, 2) + np.roll(np.roll(g, 1, 1), 1, 2)) * (255 / 4)
+    return np.rint(g).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name, version, stem, images", [
+    ("retired-bin-d69c.hex", 1, "b", lambda: digits(5, seed=23)),
+    ("retired-mnist-b8da.hex", 4, "g", lambda: _grey_digits(4, seed=29)),
+    ("retired-mnist-b90e.hex", 5, "g", lambda: _grey_digits(4, seed=29))])
+def test_archives_made_with_a_retired_default_decode_without_a_model(tmp_path, name, version,
+                                                                    stem, images):
+    archive = tmp_path / name.replace(".hex", ".acn")
+    archive.write_bytes(bytes.fromhex((GOLDEN / name).read_text().replace("\n", "")))
+    h = read_archive(archive).header
+    assert read_archive(archive).version == version and not read_archive(archive).model
+    assert shipped_model_for(h["model_sha256"]).parent == RETIRED
+    api.decompress(archive, tmp_path / "out", quiet=True)          # no --model
+    assert np.array_equal(np.load(tmp_path / "out" / f"{stem}.npy"), images())
