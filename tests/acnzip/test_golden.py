@@ -6,9 +6,10 @@ portable archives) and version 4 (portable keep and set, q(z|x) on the whole lat
 must still decode to the same images, and today's archives of the same images must have
 exactly the pinned bytes (the version strings of the header aside, which change with every
 library upgrade); so must the version-4 archives acnzip still writes when told to (no
-posterior window). Made with the shipped binarized model. Today's portable archives (keep,
-set) must have the pinned bytes on every machine; the float ones (tour, set --float) are
-those of this machine's float32 kernels.
+posterior window). Made with the binarized model shipped from 2026-11-28 (GOLDEN_MODEL_SHA256,
+found by hash whether it is still the default or retired), so a new default model changes
+nothing here. Today's portable archives (keep, set) must have the pinned bytes on every
+machine; the float ones (tour, set --float) are those of this machine's float32 kernels.
 """
 import hashlib
 from pathlib import Path
@@ -18,11 +19,17 @@ import pytest
 
 from acnzip import api
 from acnzip.archive import pack, read_archive
+from acnzip.modelfile import shipped_model_for
 
 from .test_safety import digits
 
 GOLDEN = Path(__file__).parent / "golden"
 pytestmark = pytest.mark.slow      # the shipped model on the CPU: ~1 minute in all
+GOLDEN_MODEL_SHA256 = "d23b49500e18d2301057a1ae45ba6677f226c55d5f1c5036c89b8e5ac904a7f9"
+
+
+def golden_model() -> Path:
+    return shipped_model_for(GOLDEN_MODEL_SHA256)
 
 
 def golden_images() -> np.ndarray:
@@ -55,24 +62,27 @@ def test_older_format_versions_still_decode(tmp_path, version, order):
 
 
 def pinned_bytes(archive: Path) -> bytes:
-    """The archive's bytes with the header's version strings set to fixed values."""
+    """The archive's bytes with the header's version strings and the model's file name (the
+    golden model's hash stays) set to fixed values."""
     a = read_archive(archive)
+    assert a.header["model_sha256"] == GOLDEN_MODEL_SHA256
+    a.header["model_name"] = "pinned"
     a.header["acnzip_version"] = "pinned"
     a.header["versions"] = {"torch": "pinned"}
     return pack(a)
 
 
-PINNED_SHA256 = {   # shipped binarized model, golden_images(); format version 6
-    "keep": "a59ea14966d36c553d912e33bfb537291ca296a2eb61b67649549e2f4774192f",
-    "set": "6094db348f41e9af108cfde20367d35c8e1b7946e59707e08062002def0f2b83",
-    "tour": "4a384ede35f8236f3fcc44025a41b01987f291868fbe6a4acbd5082de6e51890",
-    "set-float": "83ed1463b43d29be9d510f6ad61286314fccc8debdad3d5bed79e5720444ab7e",
+PINNED_SHA256 = {   # golden_model(), golden_images(); format version 6 (model name pinned)
+    "keep": "55e1d292c53466e65af2f4eefca36de31a446870712ce20185908dfbe2f847f2",
+    "set": "e35728d16cd9edef2bc60448d19a15ee85b9e7d6be4a1413176a2e752b97689c",
+    "tour": "2b1d9bb3e04f7b1930111aee6320e939190f9cae7089d628fdb784b1ddb97f82",
+    "set-float": "983a26d1db429e80cec529bbf75bac869c82845352df4a949a82353b69cbb8a7",
 }
 PINNED_V4 = {       # the same images as version 4 (q on the whole grid): unchanged since 4
-    "keep": "ce2edc0c5e309023e7812575b83e0709af52c7ccdc8fd8c75532596df0e2491f",
-    "set": "dc0ccf8d0699a64458c03542fb3d39d58cbf40aeb7d597bf5156a7c304bf74ad",
-    "tour": "f30766813cc209a999be1d1488c2af9cadbfcab9402fa042b34de694b23e238a",
-    "set-float": "25c77010ee89d7aca4d98cb9501a0052098f6c7385e325e5cd46f0fa01bbf35d",
+    "keep": "da1ebea142100b0abd35528a4ac2bd50bf9e3f7d77e6c6fe0147b9b6fd7a4af6",
+    "set": "727524868066dd0752468a9191ffb5e015df936a97a740b7e525946b0db89ca4",
+    "tour": "a74047ca974ac812790cd94b3ca171e7dc076db7018c5c9bf4fb72f68c82a8c4",
+    "set-float": "a86123a21f88f56c30422b3ed184c904493e546c29b3fcbd6bf26b72b7187a95",
 }
 
 
@@ -83,8 +93,8 @@ def test_todays_archives_have_the_pinned_bytes(tmp_path, monkeypatch, order, win
     monkeypatch.setattr(api, "POSTERIOR_WINDOW", window)
     pinned = PINNED_SHA256 if window else PINNED_V4
     np.save(tmp_path / "d.npy", golden_images())
-    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", order=order.split("-")[0],
-                 portable=not order.endswith("float"), quiet=True)
+    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=golden_model(),
+                 order=order.split("-")[0], portable=not order.endswith("float"), quiet=True)
     got = hashlib.sha256(pinned_bytes(tmp_path / "a.acn")).hexdigest()
     assert got == pinned[order], (
         f"--order {order} archives changed: a format change needs a new format version, "
@@ -96,6 +106,8 @@ def test_the_tour_protocol_without_a_window_is_unchanged_since_version_2(tmp_pat
                                                                          monkeypatch):
     monkeypatch.setattr(api, "POSTERIOR_WINDOW", None)
     np.save(tmp_path / "d.npy", golden_images())
-    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", order="tour", quiet=True)
+    api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=golden_model(), order="tour",
+                 quiet=True)
     old = read_archive(_unhex("v2-tour.hex", tmp_path))
+    assert old.header["model_sha256"] == GOLDEN_MODEL_SHA256
     assert read_archive(tmp_path / "a.acn").payload == old.payload
