@@ -26,7 +26,7 @@ from .archive import (Archive, ArchiveError, associative, check_header, check_pa
 from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
-from .modelfile import (MODELS, ModelFile, check_fits, default_model_path, load_model,
+from .modelfile import (MODELS, RETIRED, ModelFile, check_fits, default_model_path, load_model,
                         shipped_model_for)
 from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
                          scale_names)
@@ -134,7 +134,8 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _is_shipped(path: Path) -> bool:
-    return path.resolve().parent == MODELS.resolve()
+    """A file shipped with acnzip (a default or a retired one): decompression finds it."""
+    return path.resolve().parent in (MODELS.resolve(), RETIRED.resolve())
 
 
 def compress(data: str | Path, out: str | Path, model: str | Path | None = None,

@@ -69,3 +69,13 @@ def test_archives_made_with_a_retired_default_decode_without_a_model(tmp_path, n
     assert shipped_model_for(h["model_sha256"]).parent == RETIRED
     api.decompress(archive, tmp_path / "out", quiet=True)          # no --model
     assert np.array_equal(np.load(tmp_path / "out" / f"{stem}.npy"), images())
+
+
+def test_compressing_with_a_retired_model_records_it_as_shipped(tmp_path):
+    """No 'keep that file' note: the archive decodes with acnzip alone."""
+    retired = shipped_model_for("b90e80d07551cfe9bc558863821cfb97e84c3551b0a88f13a54ae1ad134745ed")
+    np.save(tmp_path / "g.npy", _grey_digits(2, seed=31))
+    r = api.compress(tmp_path / "g.npy", tmp_path / "g.acn", model=retired, quiet=True)
+    assert r["model_from"] == "shipped" and r["model_name"] == retired.name
+    api.decompress(tmp_path / "g.acn", tmp_path / "out", quiet=True)          # no --model
+    assert np.array_equal(np.load(tmp_path / "out" / "g.npy"), _grey_digits(2, seed=31))
