@@ -9,8 +9,13 @@ library upgrade); so must the version-4 archives acnzip still writes when told t
 posterior window). Made with the binarized model shipped from 2026-11-28 (GOLDEN_MODEL_SHA256,
 found by hash whether it is still the default or retired), so a new default model changes
 nothing here. Today's portable archives (keep, set) must have the pinned bytes on every
-machine; the float ones (tour, set --float) are those of this machine's float32 kernels.
+machine. Float archives (every archive of versions 2 and 3; tour and set --float today) hold
+what one machine's float32 kernels computed: they decode exactly where the model computes the
+same bits (the archive's fingerprint) and are refused, with nothing written, elsewhere (seen:
+two AMD EPYC machines, both AVX-512, compute the golden model differently); their bytes are
+pinned per fingerprint, and on a machine not pinned only their round trip is checked.
 """
+import re
 import hashlib
 from pathlib import Path
 
@@ -29,7 +34,7 @@ GOLDEN_MODEL_SHA256 = "d23b49500e18d2301057a1ae45ba6677f226c55d5f1c5036c89b8e5ac
 
 
 def golden_model() -> Path:
-    return shipped_model_for(GOLDEN_MODEL_SHA256)
+    return shipped_model_for(GOLDEN_MODEL_SHA256).path
 
 
 def golden_images() -> np.ndarray:
@@ -48,12 +53,33 @@ def _multiset(x: np.ndarray) -> list:
     return sorted(bytes(img) for img in x.reshape(len(x), -1))
 
 
+FLOAT_REFUSAL = r"computes .* differently from the one that wrote the archive \(fingerprint mismatch"
+
+
+def decode_or_refuse(archive: Path, out: Path) -> Path | None:
+    """Decompress a float archive: it decodes where this machine computes the model as the
+    writer's did, else it must be refused with the fingerprint message and nothing written.
+    Returns the output folder, or None where refused."""
+    assert "portable" not in read_archive(archive).header
+    try:
+        api.decompress(archive, out, quiet=True)
+    except api.CompressError as exc:
+        assert re.search(FLOAT_REFUSAL, str(exc)), str(exc)
+        assert not out.exists() or not any(out.iterdir())
+        return None
+    return out
+
+
 @pytest.mark.parametrize("version, order", [(2, "keep"), (2, "set"), (2, "tour"), (3, "keep"),
                                             (3, "set"), (4, "keep"), (4, "set")])
 def test_older_format_versions_still_decode(tmp_path, version, order):
     archive = _unhex(f"v{version}-{order}.hex", tmp_path)
     assert read_archive(archive).version == version
-    api.decompress(archive, tmp_path / "out", quiet=True)
+    if version <= 3:                                       # float archives
+        if decode_or_refuse(archive, tmp_path / "out") is None:
+            return
+    else:                                                  # portable: decode everywhere
+        api.decompress(archive, tmp_path / "out", quiet=True)
     back, want = np.load(tmp_path / "out" / "d.npy"), golden_images()
     if order == "keep":
         assert np.array_equal(back, want)
@@ -75,15 +101,19 @@ def pinned_bytes(archive: Path) -> bytes:
 PINNED_SHA256 = {   # golden_model(), golden_images(); format version 6 (model name pinned)
     "keep": "55e1d292c53466e65af2f4eefca36de31a446870712ce20185908dfbe2f847f2",
     "set": "e35728d16cd9edef2bc60448d19a15ee85b9e7d6be4a1413176a2e752b97689c",
-    "tour": "2b1d9bb3e04f7b1930111aee6320e939190f9cae7089d628fdb784b1ddb97f82",
-    "set-float": "983a26d1db429e80cec529bbf75bac869c82845352df4a949a82353b69cbb8a7",
+    # float archives: {the archive's fingerprint (the machine's float32 kernels): sha256}
+    "tour": {"c363b1cb5b3c1284c689abb522ed5de7": "d83c805e21dc39364eec0084254125be3788a9e4d545416ebf564b9b84f0fdd0"},
+    "set-float": {"461bae3e77e8021a935d29adf566acaa": "69b2cc47fbe9305c95f4cadda3ced056ac55610605e631e940311f8cfe3f6c69"},
 }
 PINNED_V4 = {       # the same images as version 4 (q on the whole grid): unchanged since 4
     "keep": "da1ebea142100b0abd35528a4ac2bd50bf9e3f7d77e6c6fe0147b9b6fd7a4af6",
     "set": "727524868066dd0752468a9191ffb5e015df936a97a740b7e525946b0db89ca4",
-    "tour": "a74047ca974ac812790cd94b3ca171e7dc076db7018c5c9bf4fb72f68c82a8c4",
-    "set-float": "a86123a21f88f56c30422b3ed184c904493e546c29b3fcbd6bf26b72b7187a95",
+    "tour": {"42cb2ac5d2b2d4c09fae6aff5b2e04be": "3ed40fc885e1998bcd343a79041d2f4dd365c348ec144cb8699e1cf986d70301"},
+    "set-float": {"461bae3e77e8021a935d29adf566acaa": "a2de061fc3d6c135f8fb527b6096631fd7c0844de515251e74d295eebd1a09fa"},
 }
+# Until 2026-11-29 the float pins were those of the machine that wrote the golden files (tour:
+# 2b1d9bb3..., set --float: 983a26d1...; version 4: a74047ca..., a86123a2...); its
+# fingerprints were not recorded, so those pins are kept here as a note only.
 
 
 @pytest.mark.parametrize("order, window", [("keep", 8.0), ("set", 8.0), ("tour", 8.0),
@@ -96,7 +126,17 @@ def test_todays_archives_have_the_pinned_bytes(tmp_path, monkeypatch, order, win
     api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=golden_model(),
                  order=order.split("-")[0], portable=not order.endswith("float"), quiet=True)
     got = hashlib.sha256(pinned_bytes(tmp_path / "a.acn")).hexdigest()
-    assert got == pinned[order], (
+    want = pinned[order]
+    if isinstance(want, dict):                        # a float archive: this machine's kernels
+        out = tmp_path / "out"
+        api.decompress(tmp_path / "a.acn", out, quiet=True)
+        assert _multiset(np.load(out / "d.npy")) == _multiset(golden_images())
+        fp = read_archive(tmp_path / "a.acn").header["fingerprint"]
+        if fp not in want:
+            pytest.skip(f"--order {order}: this machine's float32 kernels (fingerprint {fp}) "
+                        "are not pinned; the round trip was checked")
+        want = want[fp]
+    assert got == want, (
         f"--order {order} archives changed: a format change needs a new format version, "
         f"docs/format.md, a golden v{read_archive(tmp_path / 'a.acn').version} file kept for "
         "the decoder, and then a new pinned hash")
@@ -108,6 +148,9 @@ def test_the_tour_protocol_without_a_window_is_unchanged_since_version_2(tmp_pat
     np.save(tmp_path / "d.npy", golden_images())
     api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=golden_model(), order="tour",
                  quiet=True)
-    old = read_archive(_unhex("v2-tour.hex", tmp_path))
+    old, new = read_archive(_unhex("v2-tour.hex", tmp_path)), read_archive(tmp_path / "a.acn")
     assert old.header["model_sha256"] == GOLDEN_MODEL_SHA256
-    assert read_archive(tmp_path / "a.acn").payload == old.payload
+    if new.header["fingerprint"] != old.header["fingerprint"]:
+        pytest.skip("this machine computes the golden model differently from the one that "
+                    "wrote v2-tour (float32 kernels): payloads cannot be compared")
+    assert new.payload == old.payload
