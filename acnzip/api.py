@@ -26,7 +26,7 @@ from .archive import (Archive, ArchiveError, associative, check_header, check_pa
 from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
-from .modelfile import (MODELS, RETIRED, ModelFile, check_fits, default_model_path, load_model,
+from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
                         shipped_model_for)
 from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
                          scale_names)
@@ -133,11 +133,6 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar, bar.update
 
 
-def _is_shipped(path: Path) -> bool:
-    """A file shipped with acnzip (a default or a retired one): decompression finds it."""
-    return path.resolve().parent in (MODELS.resolve(), RETIRED.resolve())
-
-
 def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
              order: str = "keep", embed_model: bool = False, force: bool = False,
              chains: int | None = None, threads: int = 1, quiet: bool = False,
@@ -234,7 +229,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     except ArchiveError as exc:
         raise CompressError(f"cannot store this data: {exc}") from None
     write_archive(out, archive)
-    where = "embedded" if embed_model else ("shipped" if _is_shipped(model_path) else "file")
+    where = "embedded" if embed_model else ("shipped" if is_shipped(model_path) else "file")
     renamed = sum(png_name(x) != x for x in ds.names) if ds.mode != "array" else 0
     report = Report(n, int(np.prod(shape)), ds.input_bytes, len(ds.other_files),
                     section_sizes(archive), costs.kl_bits, costs.kl_start_bits,
@@ -287,16 +282,15 @@ def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[Model
     elif archive.model:
         blob, what = archive.model, "the embedded model"
     else:
-        path = shipped_model_for(h["model_sha256"])
-        if path is None:
+        shipped = shipped_model_for(h["model_sha256"])
+        if shipped is None:
             raise CompressError(f"this archive needs the model file {need}, which is not "
                                 "shipped with this acnzip: pass it with --model")
-        blob = path.read_bytes()
-        what = ("the shipped model" if path.parent == MODELS else
-                f"the retired shipped model {path.name}")
-    if hashlib.sha256(blob).hexdigest() != h["model_sha256"]:
+        return load_model(shipped.data), shipped.label          # its hash is the archive's
+    sha256 = hashlib.sha256(blob).hexdigest()
+    if sha256 != h["model_sha256"]:
         raise CompressError(f"wrong model: the archive needs {need}; {what} has sha256 "
-                            f"{hashlib.sha256(blob).hexdigest()[:16]}...")
+                            f"{sha256[:16]}...")
     return load_model(blob), what
 
 

@@ -379,11 +379,10 @@ def info(archive, as_json):
     if h["model_bytes"]:
         needs = "embedded"
     else:
-        from .modelfile import MODELS, shipped_model_for
-        path = shipped_model_for(h["model_sha256"])
+        from .modelfile import shipped_model_for
+        shipped = shipped_model_for(h["model_sha256"])
         needs = ("needed to decode; not shipped with this acnzip: pass it with --model"
-                 if path is None else "shipped with acnzip" if path.parent == MODELS else
-                 f"shipped with acnzip as the retired {path.name}")
+                 if shipped is None else f"{shipped.label}, found by its hash")
     click.echo(f"  model {h.get('model_name', '(name not recorded)')} ({needs}), sha256 "
                f"{h['model_sha256']}")
     click.echo(f"  written by acnzip {h['acnzip_version']}, torch {h['versions']['torch']}, "

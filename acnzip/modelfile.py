@@ -28,6 +28,7 @@ from .nn import ACN
 
 __all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODELS",
            "DEFAULT_MODEL", "SHIPPED", "RETIRED", "default_model_path", "shipped_model_for",
+           "ShippedFile", "is_shipped",
            "check_fits"]
 
 MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
@@ -98,14 +99,34 @@ SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-lik
 RETIRED = MODELS / "retired"
 
 
-def shipped_model_for(sha256: str) -> Path | None:
+@dataclass(frozen=True)
+class ShippedFile:
+    """A model file shipped with acnzip, found by its hash: its path and its verified bytes."""
+    path: Path
+    data: bytes
+
+    @property
+    def label(self) -> str:
+        """How messages name it: 'the shipped model NAME' or 'the retired shipped model NAME'."""
+        kind = "shipped" if self.path.parent == MODELS else "retired shipped"
+        return f"the {kind} model {self.path.name}"
+
+
+def shipped_model_for(sha256: str) -> ShippedFile | None:
     """The file shipped with acnzip whose bytes have this sha256 (64 hex digits): a default
-    model of SHIPPED or a retired one; None if acnzip ships no such file."""
+    model of SHIPPED or a retired one, with the bytes that were hashed (read once); None if
+    acnzip ships no such file."""
     sha256 = sha256.lower()
     for path in [MODELS / n for n in SHIPPED.values()] + sorted(RETIRED.glob(f"*-{sha256[:16]}.pt")):
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
-            return path
+        data = path.read_bytes() if path.is_file() else b""
+        if data and hashlib.sha256(data).hexdigest() == sha256:
+            return ShippedFile(path, data)
     return None
+
+
+def is_shipped(path: Path) -> bool:
+    """A file shipped with acnzip (a default or a retired one): decompression finds it by hash."""
+    return Path(path).resolve().parent in (MODELS.resolve(), RETIRED.resolve())
 
 
 def default_model_path(shape_chw: tuple, binary: bool) -> Path:
