@@ -84,7 +84,7 @@ class TrainConfig(_DictMixin):
     seed: int = 0
     valid_every: int = 1000           # steps between validations (and at every epoch end)
     valid_images: int = 1000          # validation subset size for the periodic check
-    gmm_components: tuple = (1, 2, 4, 8, 16, 32)  # candidates for the unconditional p(z)
+    gmm_components: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # candidates for p(z)
 
     def __post_init__(self):
         if self.optimizer not in DEFAULT_LR:

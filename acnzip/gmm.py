@@ -100,7 +100,7 @@ def fit_gmm(x: np.ndarray, k: int, seed: int = 0, max_iter: int = 200, tol: floa
 
 
 def select_gmm(train_codes: np.ndarray, valid_codes: np.ndarray, candidates=(1, 2, 4, 8, 16, 32),
-               seed: int = 0, max_points: int = 20000, samples: int = 4):
+               seed: int = 0, max_points: int = 50000, samples: int = 4):
     """Fit each candidate size on the training codes, keep the best on validation z samples.
 
     The returned mixture is convolved with N(0, I): a prior for z = c + eps. At most

@@ -335,7 +335,7 @@ def fingerprint(coder: Coder, rows: int) -> str:
     codes = coder.codes(x)
     h.update(codes.numpy().tobytes())
     h.update(coder.prior_codec(codes, active).probs.tobytes())
-    h.update(coder.prior_codec(None, active).mass.tobytes())
+    h.update(np.ascontiguousarray(coder.prior_codec(None, active).mass))    # no copy
     z = coder.grid.index(codes.double().numpy())
     probe = AnsStack.with_initial_bits(1, seed=0)              # constriction's own arithmetic
     coder.posterior_codec(codes, active).push(probe, z)
@@ -646,7 +646,7 @@ def fingerprint_set(coder: "Coder", rows: int, k: int = SET_NEIGHBOURS,
     if base_weight > 0:
         h.update(tables.base_score(z).tobytes())
     h.update(tables.mixture(held).probs.tobytes())
-    h.update(coder.prior_codec(None, np.ones(rows, bool)).mass.tobytes())
+    h.update(np.ascontiguousarray(coder.prior_codec(None, np.ones(rows, bool)).mass))
     active = np.ones(rows, dtype=bool)
 
     def teacher(r, c, g, logits):

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .codestore import CodeStore
-from .config import ModelConfig, model_config, train_config
+from .config import ModelConfig, TrainConfig, model_config, train_config
 from .data import Dataset
 from .distributed import World, weights_digest
 from .gmm import DiagonalGMM, select_gmm
@@ -181,7 +181,10 @@ def run(tr: Trainer, opts: RunOptions) -> str:
 
 def fit_prior(tr: Trainer) -> tuple[DiagonalGMM, dict, np.ndarray]:
     """p(z) from the averaged encoder's codes; components chosen on validation codes (or on
-    a seeded 10% of the training codes when there is no validation data).
+    a seeded 10% of the training codes when there is no validation data) among the run's
+    candidates and today's default ones (a run resumed from an older checkpoint, whose
+    candidates stopped at 32, gets today's too: more candidates never make p(z) worse on the
+    codes that choose it).
 
     Returns (gmm, {components: validation log p(z) nats}, training codes (N, D)).
     """
@@ -192,7 +195,8 @@ def fit_prior(tr: Trainer) -> tuple[DiagonalGMM, dict, np.ndarray]:
         order = np.random.default_rng(tr.tc.seed).permutation(len(train_codes))
         cut = max(1, len(order) // 10)
         fit, held = train_codes[order[cut:]], train_codes[order[:cut]]
-    gmm, report = select_gmm(fit, held, tr.tc.gmm_components, seed=tr.tc.seed)
+    candidates = sorted(set(tr.tc.gmm_components) | set(TrainConfig.gmm_components))
+    gmm, report = select_gmm(fit, held, candidates, seed=tr.tc.seed)
     return gmm, {str(k): v for k, v in report.items()}, train_codes
 
 

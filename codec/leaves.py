@@ -294,7 +294,6 @@ class DiscretisedDiagonalMixture(Codec):
                                np.clip(scales, w / 16, w * 2.0 ** 20)[..., None],
                                np.ones((k, d, 1)), grid)                  # (K, D, n_bins)
         self.mass = mass
-        self.log_mass = np.log(np.maximum(mass, 1e-300))
         self.n, self.D, self.grid = n, d, grid
         self.shape = (n, d)
 
@@ -308,8 +307,14 @@ class DiscretisedDiagonalMixture(Codec):
         w = np.exp(log_w - log_w.max(axis=1, keepdims=True))               # (n, K)
         return Categorical(w @ self.mass[:, d, :], offset=-self.grid.half_bins)
 
+    def _log(self, x: np.ndarray) -> np.ndarray:
+        return np.log(x)
+
     def _update(self, log_w, d, z_d):
-        return log_w + self.log_mass[:, d, z_d + self.grid.half_bins].T    # (n, K)
+        """log w_k after z_d: the log of each component's mass at the n symbols only (a log
+        table of all K x D x n_bins masses would double the memory of a large p(z))."""
+        mass = self.mass[:, d, z_d + self.grid.half_bins].T                # (n, K)
+        return log_w + self._log(np.maximum(mass, 1e-300))
 
     def _leaves(self, z):
         log_w = np.broadcast_to(self.log_pi, (self.n, self.log_pi.size))

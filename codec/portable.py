@@ -209,9 +209,11 @@ class PortableDiagonalMixture(DiscretisedDiagonalMixture):
         self.log_pi = exactmath.log(pi)
         lad = ladder(grid)
         self.mass = lad.gather(*lad.quantise(means, scales))              # (K, D, n_bins)
-        self.log_mass = exactmath.log(np.maximum(self.mass, 1e-300))
         self.n, self.D, self.grid = n, d, grid
         self.shape = (n, d)
+
+    def _log(self, x: np.ndarray) -> np.ndarray:
+        return exactmath.log(x)
 
     def _leaf(self, d: int, log_w: np.ndarray) -> Categorical:
         w = exactmath.exp(log_w - log_w.max(axis=1, keepdims=True))       # (n, K)

@@ -34,6 +34,17 @@ def test_selection_prefers_the_right_size_and_convolves():
     assert np.all(gmm.variances >= 1.0)          # convolved with N(0, I): a prior for z
 
 
+def test_codes_in_many_clusters_get_many_components():
+    """Trained ACN codes sit in many small clusters: p(z)'s candidates go past 32 (on the
+    shipped binarized model's codes 512 components score 1.8 nats/code above 32)."""
+    rng = np.random.default_rng(6)
+    centres = rng.normal(scale=8.0, size=(128, 16))
+    draw = lambda n: centres[rng.integers(128, size=n)] + 0.3 * rng.normal(size=(n, 16))
+    gmm, report = select_gmm(draw(4000), draw(1000), (32, 128), seed=0)
+    assert report[128] > report[32] + 1.0 and len(gmm.weights) == 128
+    assert set(TrainConfig().gmm_components) >= {32, 64, 128, 256, 512}
+
+
 def test_log_prob_is_the_mixture_density_and_samples_follow_it():
     gmm = fit_gmm(_two_clusters(1000, 4), 3, seed=0)[0].convolved()
     z = np.random.default_rng(5).normal(size=(6, 3)) * 3
