@@ -22,6 +22,9 @@
 # --python-version 3.12 -d .gpu/whl` beforehand, then at once
 #   device run: command "bash scripts/train-gpu.sh $OUT 7", carry [".gpu"], timeout_s 570
 # which brings back the four models and their logs (8 files); p(z) is fitted on the GPU too.
+# A device call sends the tracked files and .gpu, 64 MiB at most (.gpu is 12.8 MB: the test
+# test_the_tracked_tree_leaves_room_for_the_gpu_data keeps the tracked tree small enough).
+# A new session's checkout has no .gpu (nor runs/): build it first, as above.
 # Models are then measured here, on the CPU (benchmarks/run.py), and shipped only if better.
 set -uo pipefail
 out=${1:?OUTDIR}; minutes=${2:?MINUTES}; data=${3:-}; device=${4:-cuda}

@@ -64,3 +64,25 @@ def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path
     assert m.config.binary and m.metadata["stop_reason"] == "max-minutes"
     assert m.metadata["train_data"]["n"] == 64
     assert (tmp_path / "ckpt" / "bin-tiny.ckpt").stat().st_size > 0
+
+
+DEVICE_TREE_LIMIT = 64 * 2 ** 20     # what one device call may send: tracked files + carried paths
+GPU_CARRY_BYTES = 13_000_000         # .gpu: scripts/gpu-data.py's four .npz files (12,377,990
+                                     # bytes) and the constriction wheel (405,717 bytes)
+
+
+def test_the_tracked_tree_leaves_room_for_the_gpu_data():
+    """A GPU window sends every tracked file with the carried .gpu folder, 64 MiB at most, and
+    is refused outright above that. Every shipped model that is replaced stays in the tree
+    (models/retired/, 6.3 MB each), so the room left for retirements is finite: when this
+    fails, make room before shipping (move retired models out of the tracked tree, or make
+    the GPU data smaller) rather than lose a GPU window."""
+    root = SCRIPT.parents[1]
+    ls = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True)
+    if ls.returncode != 0:
+        pytest.skip("not a git checkout")
+    names = [n for n in ls.stdout.decode().split("\0") if n]
+    tracked = sum((root / n).stat().st_size for n in names if (root / n).is_file())
+    assert len(names) > 100 and tracked > 20_000_000            # the shipped models are counted
+    assert tracked + GPU_CARRY_BYTES <= DEVICE_TREE_LIMIT, (
+        f"tracked files {tracked:,} bytes + GPU data {GPU_CARRY_BYTES:,} > {DEVICE_TREE_LIMIT:,}")
