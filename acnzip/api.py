@@ -27,7 +27,7 @@ from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
-                        shipped_model_for)
+                        model_file_name, read_model_bytes, shipped_model_for)
 from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
                          scale_names)
 from .order import PermutationCodec
@@ -158,11 +158,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     shape = pixels.shape[1:]
     model_path = Path(model) if model else default_model_path(shape, ds.binary)
     try:
-        model_blob = model_path.read_bytes()
+        model_blob = read_model_bytes(model_path)
     except OSError as exc:
         raise CompressError(f"cannot read the model {model_path}: {exc.strerror}") from None
     mf = load_model(model_blob)
-    check_fits(mf, shape, ds.binary, f"model {model_path.name}")
+    check_fits(mf, shape, ds.binary, f"model {model_file_name(model_path)}")
     torch_session(threads)
     n = len(pixels)
     if order == "tour":
@@ -214,7 +214,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         **({"posterior_window": coder.window} if coder.window else {}),
         "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
         "threads": threads,
-        "model_sha256": model_sha, "model_name": model_path.name,
+        "model_sha256": model_sha, "model_name": model_file_name(model_path),
         **({"fingerprint": probe} if probe else {}), "versions": _versions(),
         "other_files": {"count": len(ds.other_files),
                         "bytes": sum(len(c) for _, c in ds.other_files)},
@@ -236,7 +236,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                     costs.recon_bits,
                     stack.initial_bits, kl_tour, time.perf_counter() - t0,
                     len(layout_info.get("chain_lengths", [])),
-                    {"name": model_path.name, "sha256": model_sha, "from": where}, renamed,
+                    {"name": model_file_name(model_path), "sha256": model_sha, "from": where}, renamed,
                     getattr(costs, "j_bits", 0.0), getattr(costs, "j_back_bits", 0.0),
                     getattr(costs, "choice_back_bits", 0.0), coder.portable)
     return report.as_dict()
@@ -276,7 +276,7 @@ def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[Model
     need = f"{needed} (sha256 {h['model_sha256'][:16]}...)"
     if model is not None:
         try:
-            blob, what = Path(model).read_bytes(), f"model {Path(model).name}"
+            blob, what = read_model_bytes(Path(model)), f"model {model_file_name(model)}"
         except OSError as exc:
             raise CompressError(f"cannot read the model {model}: {exc.strerror}") from None
     elif archive.model:

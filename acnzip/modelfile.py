@@ -25,10 +25,11 @@ from .config import ModelConfig, TrainConfig
 from .errors import AcnzipError
 from .gmm import DiagonalGMM
 from .nn import ACN
+from .retired import MAX_CHAIN, PACKED_SUFFIX, RetiredFileError, unpack
 
 __all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODELS",
            "DEFAULT_MODEL", "SHIPPED", "RETIRED", "default_model_path", "shipped_model_for",
-           "ShippedFile", "is_shipped",
+           "ShippedFile", "is_shipped", "read_model_bytes", "model_file_name",
            "check_fits"]
 
 MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
@@ -94,8 +95,9 @@ DEFAULT_MODEL = MODELS / "binarized-mnist.pt"
 SHIPPED = {((1, 28, 28), True): "binarized-mnist.pt",      # binarized MNIST-like digits
            ((1, 28, 28), False): "mnist.pt"}               # 8-bit grey MNIST-like digits
 # A shipped model that is replaced is never deleted: an archive made with it names only its
-# hash, so its file moves here as STEM-SHA16.pt (the first 16 hex digits of its sha256) and
-# decompression still finds it.
+# hash, so its file moves here as STEM-SHA16.pt (the first 16 hex digits of its sha256), kept
+# packed as STEM-SHA16.pt.packed (retired.py: its difference from the model that replaced it),
+# and decompression still finds it.
 RETIRED = MODELS / "retired"
 
 
@@ -109,19 +111,50 @@ class ShippedFile:
     def label(self) -> str:
         """How messages name it: 'the shipped model NAME' or 'the retired shipped model NAME'."""
         kind = "shipped" if self.path.parent == MODELS else "retired shipped"
-        return f"the {kind} model {self.path.name}"
+        return f"the {kind} model {model_file_name(self.path)}"
 
 
-def shipped_model_for(sha256: str) -> ShippedFile | None:
+def model_file_name(path: Path) -> str:
+    """The model file's name as archives record it (a packed retired file: the .pt's name)."""
+    return Path(path).name.removesuffix(PACKED_SUFFIX)
+
+
+def shipped_model_for(sha256: str, _links: int = 0) -> ShippedFile | None:
     """The file shipped with acnzip whose bytes have this sha256 (64 hex digits): a default
-    model of SHIPPED or a retired one, with the bytes that were hashed (read once); None if
-    acnzip ships no such file."""
+    model of SHIPPED or a retired one (restored exactly if packed), with the bytes that were
+    hashed; None if acnzip ships no such file. RetiredFileError if a packed file that should
+    hold it cannot be restored."""
     sha256 = sha256.lower()
-    for path in [MODELS / n for n in SHIPPED.values()] + sorted(RETIRED.glob(f"*-{sha256[:16]}.pt")):
-        data = path.read_bytes() if path.is_file() else b""
-        if data and hashlib.sha256(data).hexdigest() == sha256:
+    key = sha256[:16]
+    for path in ([MODELS / n for n in SHIPPED.values()] + sorted(RETIRED.glob(f"*-{key}.pt"))
+                 + sorted(RETIRED.glob(f"*-{key}.pt{PACKED_SUFFIX}"))):
+        if not path.is_file():
+            continue
+        if path.name.endswith(PACKED_SUFFIX):
+            if _links >= MAX_CHAIN:
+                raise RetiredFileError(f"{path.name}: a chain of more than {MAX_CHAIN} packed "
+                                       "models")
+            data = unpack(path.read_bytes(), lambda s: _data(shipped_model_for(s, _links + 1)),
+                          what=path.name)
+        else:
+            data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == sha256:
             return ShippedFile(path, data)
     return None
+
+
+def _data(found: ShippedFile | None) -> bytes | None:
+    return None if found is None else found.data
+
+
+def read_model_bytes(path: Path) -> bytes:
+    """A model file's bytes: read, or restored if it is a packed retired model (OSError if it
+    cannot be read)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.name.endswith(PACKED_SUFFIX):
+        data = unpack(data, lambda s: _data(shipped_model_for(s)), what=path.name)
+    return data
 
 
 def is_shipped(path: Path) -> bool:

@@ -39,8 +39,9 @@ def test_every_model_ever_shipped_is_still_shipped_and_found_by_its_hash():
         found = shipped_model_for(sha)
         assert found is not None, f"{what} (sha256 {sha[:16]}...) is no longer shipped"
         path = found.path
-        assert _sha256(path) == sha and hashlib.sha256(found.data).hexdigest() == sha
-        assert path.parent == MODELS or path.name.endswith(f"-{sha[:16]}.pt")
+        assert hashlib.sha256(found.data).hexdigest() == sha
+        assert path.parent == RETIRED or _sha256(path) == sha
+        assert path.parent == MODELS or path.name.endswith(f"-{sha[:16]}.pt.packed")
     assert shipped_model_for("0" * 64) is None
 
 
@@ -48,9 +49,11 @@ def test_the_shipped_defaults_and_the_retired_files_are_all_recorded():
     """A new default must be recorded (and the one it replaced kept in retired/)."""
     for name in SHIPPED.values():
         assert _sha256(MODELS / name) in EVER_SHIPPED, f"{name} is not in EVER_SHIPPED"
-    for path in RETIRED.glob("*.pt"):
-        sha = _sha256(path)
-        assert sha in EVER_SHIPPED and path.name.endswith(f"-{sha[:16]}.pt"), path.name
+    assert len(list(RETIRED.iterdir())) == len(EVER_SHIPPED) - len(SHIPPED)
+    for path in RETIRED.iterdir():                 # packed (retired.py), named by their hash
+        sha = path.name.removesuffix(".pt.packed").rsplit("-", 1)[1]
+        found = shipped_model_for(next(s for s in EVER_SHIPPED if s.startswith(sha)))
+        assert found.path == path, path.name
 
 
 def _grey_digits(n: int, seed: int) -> np.ndarray:
@@ -95,6 +98,6 @@ def test_compressing_with_a_retired_model_records_it_as_shipped(tmp_path):
     retired = shipped_model_for("b90e80d07551cfe9bc558863821cfb97e84c3551b0a88f13a54ae1ad134745ed").path
     np.save(tmp_path / "g.npy", _grey_digits(2, seed=31))
     r = api.compress(tmp_path / "g.npy", tmp_path / "g.acn", model=retired, quiet=True)
-    assert r["model_from"] == "shipped" and r["model_name"] == retired.name
+    assert r["model_from"] == "shipped" and r["model_name"] == "mnist-b90e80d07551cfe9.pt"
     api.decompress(tmp_path / "g.acn", tmp_path / "out", quiet=True)          # no --model
     assert np.array_equal(np.load(tmp_path / "out" / "g.npy"), _grey_digits(2, seed=31))
