@@ -118,7 +118,6 @@ def _read(packed: bytes, what: str) -> tuple[dict, np.ndarray]:
     if len(body) != size or any(o < 0 or s <= 0 or s % PLANES or o + s > size
                                 for o, s, _ in regions):
         raise RetiredFileError(f"{what}: damaged (sizes do not agree)")
-    header["regions"] = regions
     return {"sha256": sha, "base_sha256": header.get("base_sha256"), "regions": regions}, body
 
 

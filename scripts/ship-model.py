@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acnzip.atomic import atomic_write_bytes                      # noqa: E402
-from acnzip.modelfile import MODELS, RETIRED, SHIPPED, load_model  # noqa: E402
+from acnzip.modelfile import (MODELS, RETIRED, SHIPPED, ModelFileError,  # noqa: E402
+                              check_fits, load_model)
 from acnzip.retired import PACKED_SUFFIX, pack, unpack             # noqa: E402
 
 
@@ -31,10 +32,12 @@ def main(argv: list[str]) -> int:
     retired = models / RETIRED.name
     old_path = models / name
     new, old = new_path.read_bytes(), old_path.read_bytes()
-    kind = next(k for k, v in SHIPPED.items() if v == name)
-    cfg = load_model(new).config
-    if ((cfg.channels, cfg.height, cfg.width), cfg.binary) != kind:
-        print(f"ship-model: {new_path} does not code the images {name} serves", file=sys.stderr)
+    shape_chw, binary = next(k for k, v in SHIPPED.items() if v == name)
+    try:
+        check_fits(load_model(new), shape_chw, binary, str(new_path))
+    except ModelFileError as exc:
+        print(f"ship-model: {new_path} does not code the images {name} serves ({exc})",
+              file=sys.stderr)
         return 1
     sha_old, sha_new = (hashlib.sha256(b).hexdigest() for b in (old, new))
     if sha_old == sha_new:

@@ -15,8 +15,8 @@ same bits (the archive's fingerprint) and are refused, with nothing written, els
 two AMD EPYC machines, both AVX-512, compute the golden model differently); their bytes are
 pinned per fingerprint, and on a machine not pinned only their round trip is checked.
 """
-import re
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
