@@ -1,8 +1,8 @@
 """compress / decompress / info: the Python API behind the CLI.
 
 compress: load DATA -> per-image codes and priors -> the grid -> Alice's one push of the
-dataset codec (protocol.AssociativeDataset for --order set and keep; the chains along the
-greedy tour for --order tour) onto one ANS stack -> archive (docs/format.md). decompress:
+dataset codec (protocol.AssociativeDataset for --order set and keep; the chains along a
+tour through the codes for --order tour) onto one ANS stack -> archive (docs/format.md). decompress:
 check the header, model hash and fingerprint -> Bob's one pop -> write PNGs or the array file,
 atomically.
 """
@@ -37,11 +37,12 @@ from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDatase
                        encode_dataset, encode_from_initial_bits, fingerprint, fingerprint_set,
                        seed_words, set_batches)
 from .evaluate import tour_kl
-from .tour import greedy_tour
+from .tour import greedy_tour, short_tour
 
 __all__ = ["CompressError", "compress", "decompress", "archive_info", "default_model_path"]
 
 ORDERS = ("keep", "set", "tour")
+TOURS = {"short": short_tour, "greedy": greedy_tour}    # --order tour's path through the codes
 POSTERIOR_WINDOW = DEFAULT_WINDOW   # q(z|x) on the bins within 8 of its mean (codec.window;
                                     # None writes the archives of format versions 4 and 5)
 
@@ -136,12 +137,13 @@ def _progress(total: int, desc: str, quiet: bool):
 def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
              order: str = "keep", embed_model: bool = False, force: bool = False,
              chains: int | None = None, threads: int = 1, quiet: bool = False,
-             portable: bool = True) -> dict:
+             portable: bool = True, tour: str = "short") -> dict:
     """Compress DATA into the archive `out`; returns the report dict (Report.as_dict).
 
     `portable` (--order keep and set): integer-exact networks and tables, so the archive
     decodes on any machine; otherwise float32, decodable only where the computation is
-    repeated bit for bit (checked with a fingerprint). --order tour is always float.
+    repeated bit for bit (checked with a fingerprint). --order tour is always float; `tour`
+    picks its path: "short" (tour.short_tour) or "greedy" (the ACN paper's, tour.greedy_tour).
     Images are coded; every other file of a folder (and every other array of a .npz) is kept
     byte for byte. The archive is validated with the reader's own header checks before it
     is written, and written atomically.
@@ -153,6 +155,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         raise CompressError(f"{out.parent}: no such folder for the archive")
     if order not in ORDERS:
         raise CompressError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if tour not in TOURS:
+        raise CompressError(f"--tour must be one of {', '.join(TOURS)}, not {tour!r}")
     ds = load_dataset(data, exclude=out)
     pixels = ds.model_pixels()                                           # (N, C, H, W)
     shape = pixels.shape[1:]
@@ -168,12 +172,12 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     if order == "tour":
         codes = mf.model.codes(pixels)        # batched: only the tour's order depends on them
         coder = _coder(mf, grid_for(codes), threads, window=POSTERIOR_WINDOW)
-        tour = greedy_tour(codes)
+        path = TOURS[tour](codes)
         layout = Layout(chain_lengths(n, min(chains or default_chains(n), n)))
-        stack, words, costs = _encode_chains(coder, pixels, tour, layout, quiet)
+        stack, words, costs = _encode_chains(coder, pixels, path, layout, quiet)
         layout_info = {"chain_lengths": layout.lengths.tolist()}
         probe = fingerprint(coder, layout.lengths.size)
-        kl_tour = _tour_kl_nats(mf, codes, tour)
+        kl_tour = _tour_kl_nats(mf, codes, path)
     else:
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
@@ -243,7 +247,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
 
 
 def _encode_chains(coder: Coder, pixels, tour, layout: Layout, quiet: bool):
-    """--order tour: the chains along the greedy tour. Returns (stack, initial words, costs)."""
+    """--order tour: the chains along `tour`. Returns (stack, initial words, costs)."""
     words = seed_words(int(layout.active(layout.steps - 1).sum()), coder.model.config.latent_dim)
     bar, tick = _progress(len(pixels), "compress", quiet)
     result = {}
@@ -262,7 +266,8 @@ def _versions() -> dict:
 
 
 def _tour_kl_nats(mf: ModelFile, codes: np.ndarray, tour: np.ndarray) -> float:
-    """The paper's single-tour KL in nats per image (evaluate.tour_kl, one seeded z per image)."""
+    """KL along the whole tour in nats per image (evaluate.tour_kl, one seeded z per image;
+    the chains' starts are coded under p(z) instead)."""
     eps = torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
     return float(tour_kl(mf.model, mf.gmm, torch.from_numpy(codes), eps, tour).mean())
 

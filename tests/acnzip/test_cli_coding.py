@@ -37,6 +37,29 @@ def test_compress_info_decompress_roundtrip(tmp_path, digits, binary_model):
     assert np.array_equal(np.load(tmp_path / "back" / "digits.npy"), np.load(digits))
 
 
+@pytest.mark.parametrize("tour", ["short", "greedy"])
+def test_order_tour_codes_along_the_chosen_path(tmp_path, digits, binary_model, tour):
+    """--tour picks the path; the report's tour KL is the KL along exactly that path."""
+    import torch
+    from acnzip.api import TOURS
+    from acnzip.evaluate import tour_kl
+    from acnzip.modelfile import load_model
+    out, report = tmp_path / "t.acn", tmp_path / "r.json"
+    res = _run("compress", digits, out, "--order", "tour", "--tour", tour, "--model",
+               binary_model, "--report", report, "-q")
+    assert res.exit_code == 0, res.output
+    mf = load_model(binary_model)
+    x = np.load(digits)[:, None]
+    codes = mf.model.codes(x)
+    eps = torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
+    kl = tour_kl(mf.model, mf.gmm, torch.from_numpy(codes), eps, TOURS[tour](codes)).mean()
+    assert json.loads(report.read_text())["kl_tour_nats_per_image"] == pytest.approx(kl)
+    res = _run("decompress", out, "-o", tmp_path / "back", "--model", binary_model, "-q")
+    assert res.exit_code == 0, res.output
+    key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))                 # noqa: E731
+    assert key(np.load(tmp_path / "back" / "digits.npy")) == key(np.load(digits))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda b: b[:len(b) // 2], "truncated"),
     (lambda b: b[:20], "truncated"),
@@ -88,6 +111,7 @@ def test_eval_prints_and_writes_table2(tmp_path, digits, binary_model):
         assert row in res.output and np.isfinite(t[row])
     assert t["ordered"] == pytest.approx(t["kl_tour"] + t["recon"])
     assert t["unordered"] == pytest.approx(t["kl_uncond"] + t["recon"])
+    assert t["short"] == pytest.approx(t["kl_short"] + t["recon"])
     assert t["bits_per_dim_ordered"] == pytest.approx(t["ordered"] / (np.log(2) * 784))
 
 

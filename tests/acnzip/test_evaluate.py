@@ -9,7 +9,7 @@ from acnzip.evaluate import (associative_kl, conditional_kl, evaluate_model, tou
 from acnzip.modelfile import load_model
 from acnzip.nn.prior import mixture_log_prob
 from acnzip.protocol import set_batches
-from acnzip.tour import greedy_tour
+from acnzip.tour import greedy_tour, short_tour
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,9 @@ def test_table2_rows_add_up_and_recon_is_the_decoder_nll(setup):
     assert t["recon"] == pytest.approx(float(recon), rel=1e-5)
     assert t["kl_uncond"] == pytest.approx(unconditional_kl(mf.gmm, codes, eps).mean(), rel=1e-6)
     assert t["ordered"] == pytest.approx(t["kl_tour"] + t["recon"])
+    assert t["kl_short"] == pytest.approx(
+        tour_kl(mf.model, mf.gmm, codes, eps, short_tour(codes.numpy())).mean(), rel=1e-6)
+    assert t["short"] == pytest.approx(t["kl_short"] + t["recon"])
     assert t["keep"] == pytest.approx(t["kl_keep"] + t["recon"])
     assert t["set"] == pytest.approx(t["kl_set"] + t["recon"])
     assert t["n_images"] == 40 and t["dims_per_image"] == 784
