@@ -211,13 +211,12 @@ def _pair_sqdist(x64: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _candidates(x: np.ndarray, x64: np.ndarray, k: int) -> np.ndarray:
     """(N, k) int64: each code's k nearest other codes (faiss), nearest first, ties by index."""
     n = len(x)
-    _, found = faiss.knn(x, x, min(k + 1, n))
-    rows = np.arange(n)[:, None]
-    found = np.where(found == rows, n, found)           # drop the code itself (any position)
-    found = np.sort(found, axis=1)[:, :k]                # itself last, then cut: k others
-    d = _pair_sqdist(x64, np.repeat(np.arange(n), k), found.ravel()).reshape(n, k)
-    order = np.lexsort((found, d), axis=1)
-    return np.take_along_axis(found, order, axis=1).astype(np.int64)
+    _, found = faiss.knn(x, x, k + 1)                    # k + 1 <= n
+    found = found.astype(np.int64)
+    d = _pair_sqdist(x64, np.repeat(np.arange(n), k + 1), found.ravel()).reshape(n, k + 1)
+    d[found == np.arange(n)[:, None]] = np.inf           # the code itself, wherever it came
+    order = np.lexsort((found, d), axis=1)[:, :k]
+    return np.take_along_axis(found, order, axis=1)
 
 
 def _greedy_matching(x: np.ndarray, x64: np.ndarray, nbr: np.ndarray) -> np.ndarray:
@@ -274,7 +273,8 @@ class _LocalSearch:
     """Step 2 of short_tour: 2-opt and Or-opt on an open path (its ends join a free dummy
     node, -1, so the ends may move too), to a local optimum over the candidate lists."""
 
-    EPS = 1e-9              # smallest gain taken: every move shortens the path by more
+    TOL = 1e-9              # a move is taken only if it gains more than TOL x the steps it
+                            # removes: so rounding never makes two moves undo each other
 
     def __init__(self, x64: np.ndarray, nbr: np.ndarray, path: np.ndarray):
         self.x, self.nbr, self.t = x64, nbr, path.copy()
@@ -306,7 +306,7 @@ class _LocalSearch:
             a = int(queue.pop())
             active[a] = False
             move = max(self._two_opt(a), self._or_opt(a), key=lambda m: m[0])
-            if move[0] > self.EPS:
+            if move[1] is not None:
                 moves += 1
                 for u in move[1]():
                     if u >= 0 and not active[u]:
@@ -337,8 +337,9 @@ class _LocalSearch:
                 e = self.at(j + step)
                 if e == a or c == b:
                     continue
-                gain = dab + self.d(int(c), e) - dac - self.d(b, e)
-                if gain > best[0]:
+                dce = self.d(int(c), e)
+                gain = dab + dce - dac - self.d(b, e)
+                if gain > max(best[0], self.TOL * (dab + dce)):
                     lo, hi = (min(i, j) + 1, max(i, j)) if step == 1 else (min(i, j), max(i, j) - 1)
                     if hi - lo < MAX_SHIFT:
                         best = (gain, self._reverse(lo, hi))
@@ -356,8 +357,9 @@ class _LocalSearch:
                     continue
                 p, q = self.at(lo - 1), self.at(hi + 1)
                 first, last = int(self.t[lo]), int(self.t[hi])
-                removed = self.d(p, first) + self.d(last, q) - self.d(p, q)
-                if removed <= self.EPS:
+                steps = self.d(p, first) + self.d(last, q)
+                removed = steps - self.d(p, q)
+                if removed <= self.TOL * steps:
                     continue
                 for end, other in ((first, last), (last, first)):
                     for c in self.nbr[end]:
@@ -372,8 +374,9 @@ class _LocalSearch:
                             if lo <= je <= hi:
                                 continue
                             e = self.at(je)
-                            gain = removed - (dce + self.d(other, e) - self.d(c, e))
-                            if gain > best[0]:
+                            dc = self.d(c, e)
+                            gain = removed - (dce + self.d(other, e) - dc)
+                            if gain > max(best[0], self.TOL * (steps + dc)):
                                 # c left of the gap: `end` first; c right of it: `end` last
                                 move = self._move(lo, hi, max(j, je), (je > j) == (end == first))
                                 if move is not None:
