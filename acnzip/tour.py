@@ -198,8 +198,10 @@ def short_tour(codes, k: int = 16) -> np.ndarray:
     if n <= 2:
         return np.arange(n, dtype=np.int64)
     x64 = x.astype(np.float64)
-    nbr = _candidates(x, x64, min(k, n - 1))
-    path = _greedy_matching(x, x64, nbr)
+    scale = float(np.abs(x64 - x64.mean(axis=0)).max()) or 1.0
+    xs = ((x64 - x64.mean(axis=0)) / scale).astype(np.float32)   # for faiss: no overflow
+    nbr = _candidates(xs, x64, min(k, n - 1))
+    path = _greedy_matching(xs, x64, nbr)
     return _LocalSearch(x64, nbr, path).run()
 
 
@@ -213,6 +215,8 @@ def _candidates(x: np.ndarray, x64: np.ndarray, k: int) -> np.ndarray:
     n = len(x)
     _, found = faiss.knn(x, x, k + 1)                    # k + 1 <= n
     found = found.astype(np.int64)
+    if found.min() < 0:
+        raise ValueError("codes too large for faiss's float32 search")
     d = _pair_sqdist(x64, np.repeat(np.arange(n), k + 1), found.ravel()).reshape(n, k + 1)
     d[found == np.arange(n)[:, None]] = np.inf           # the code itself, wherever it came
     order = np.lexsort((found, d), axis=1)[:, :k]
@@ -232,28 +236,40 @@ def _greedy_matching(x: np.ndarray, x64: np.ndarray, nbr: np.ndarray) -> np.ndar
             u = parent[u]
         return u
 
-    edges, k = 0, nbr.shape[1]
+    def join(u, v):
+        parent[root(u)] = root(v)
+        adj[u, deg[u]], adj[v, deg[v]] = v, u
+        deg[u] += 1
+        deg[v] += 1
+
+    # exact duplicates first, each group chained in index order: their steps cost nothing,
+    # and otherwise every copy's candidates are the same few lowest-index copies
+    _, group = np.unique(x64, axis=0, return_inverse=True)
+    members = np.argsort(group.ravel(), kind="stable")
+    twins = group.ravel()[members[1:]] == group.ravel()[members[:-1]]
+    for u, v in zip(members[:-1][twins].tolist(), members[1:][twins].tolist()):
+        join(u, v)
+    edges, k, complete = int(twins.sum()), nbr.shape[1], False
     a, b = np.repeat(np.arange(n), k), nbr.ravel()
-    while True:
+    while edges < n - 1:
         d = _pair_sqdist(x64, a, b)
         added = 0
         for e in np.lexsort((np.maximum(a, b), np.minimum(a, b), d)):
             u, v = int(a[e]), int(b[e])
             if deg[u] >= 2 or deg[v] >= 2:
                 continue
-            ru, rv = root(u), root(v)
-            if ru == rv:
+            if root(u) == root(v):
                 continue
-            parent[ru] = rv
-            adj[u, deg[u]], adj[v, deg[v]] = v, u
-            deg[u] += 1
-            deg[v] += 1
+            join(u, v)
             added += 1
         edges += added
         if edges == n - 1:
             break
         ends = np.flatnonzero(deg < 2)                  # fragments' ends and lone codes
+        if added == 0 and complete:                     # every pair of ends was tried
+            raise RuntimeError("short_tour: fragments left that no edge can join")
         k = min(2 * k if added == 0 else 8, len(ends) - 1)     # all pairs at worst
+        complete = k == len(ends) - 1
         _, found = faiss.knn(x[ends], x[ends], k + 1)
         a = np.repeat(ends, k + 1)
         b = ends[np.maximum(found, 0)].ravel()

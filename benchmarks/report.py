@@ -183,8 +183,9 @@ def _lines(res: dict) -> list[tuple[str, float, bool]]:
     """(label, bits/image, dashed) for the bounds drawn across the bars."""
     b = res["bound"]
     if b.get("available"):
-        return [("bound: ordered (Table 2)", b["ordered"] / LN2, False),
-                ("unordered (Table 2)", b["unordered"] / LN2, True)]
+        first = ("bound: short path (--order tour)", b["short"] / LN2) if "short" in b else \
+            ("bound: ordered (Table 2)", b["ordered"] / LN2)
+        return [(*first, False), ("unordered (Table 2)", b["unordered"] / LN2, True)]
     a = res["acnzip"]
     if a.get("available"):
         return [("bound (compress, set)", a["set"]["bound_nats_per_image"] / LN2, False)]

@@ -52,6 +52,7 @@ def test_order_tour_codes_along_the_chosen_path(tmp_path, digits, binary_model, 
     x = np.load(digits)[:, None]
     codes = mf.model.codes(x)
     eps = torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
+    assert not np.array_equal(TOURS["short"](codes), TOURS["greedy"](codes))  # tells them apart
     kl = tour_kl(mf.model, mf.gmm, torch.from_numpy(codes), eps, TOURS[tour](codes)).mean()
     assert json.loads(report.read_text())["kl_tour_nats_per_image"] == pytest.approx(kl)
     res = _run("decompress", out, "-o", tmp_path / "back", "--model", binary_model, "-q")

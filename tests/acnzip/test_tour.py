@@ -105,4 +105,31 @@ def test_short_tour_skips_moves_longer_than_max_shift(monkeypatch):
     monkeypatch.setattr(tour_module, "MAX_SHIFT", 8)
     path = short_tour(codes)
     assert np.array_equal(np.sort(path), np.arange(600))
-    assert full <= _length(codes, path) < _length(codes, greedy_tour(codes))
+    assert _length(codes, path) < _length(codes, greedy_tour(codes))
+    assert full < _length(codes, greedy_tour(codes))
+
+
+def test_short_tour_chains_exact_duplicates_first(monkeypatch):
+    """5,000 copies of one blank code among 1,000 others: the copies are chained at once
+    (no faiss search per handful of copies, which made this quadratic), all in one run."""
+    rng = np.random.default_rng(6)
+    codes = np.concatenate([np.zeros((5000, 8)), rng.standard_normal((1000, 8))])
+    codes = codes[rng.permutation(6000)].astype(np.float32)
+    calls = []
+    real_knn = tour_module.faiss.knn
+    monkeypatch.setattr(tour_module.faiss, "knn", lambda *a: calls.append(1) or real_knn(*a))
+    path = short_tour(codes)
+    assert np.array_equal(np.sort(path), np.arange(6000))
+    blank = np.flatnonzero(np.all(codes[path] == 0, axis=1))
+    assert blank[-1] - blank[0] == 4999                  # the copies are one stretch of the path
+    assert len(calls) <= 12
+
+
+def test_short_tour_of_codes_too_large_for_float32_squares():
+    """|codes| ~ 1e19 overflow faiss's float32 squared norms: the search runs on centred,
+    scaled codes, so the path is still a permutation (and still sorted on a line)."""
+    x = np.array([[0, 0], [1, 0], [2e19, 0], [3e19, 0]], np.float32)
+    assert sorted(short_tour(x).tolist()) == [0, 1, 2, 3]
+    line = (np.random.default_rng(7).permutation(50) * 1e18).astype(np.float32)[:, None]
+    path = short_tour(line)
+    assert np.all(np.diff(line[path, 0]) > 0) or np.all(np.diff(line[path, 0]) < 0)
