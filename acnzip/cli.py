@@ -102,7 +102,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
               "choice for your own data. paper: the ACN paper's 10x64 PixelCNN; needs a GPU "
               "(74.6 after 9 GPU minutes) and decodes several times slower. tiny: tests only.")
 @click.option("--blocks", type=click.IntRange(min=1), help="Gated PixelCNN blocks [config's: "
-              "10 paper, 5 cpu]. Decoding time grows with blocks x filters^2.")
+              "10 paper, 5 cpu]. Decoding time grows with blocks x filters^2. With --init: "
+              "append blocks to the model's, each starting as the identity.")
 @click.option("--filters", type=click.IntRange(min=1), help="Feature maps per PixelCNN stack "
               "[config's: 64 paper, 32 cpu].")
 @click.option("--likelihood", type=click.Choice(["softmax", "logistic"]),
@@ -110,7 +111,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
               "discretised mixture of 10 logistics (PixelCNN++; archives with --float only).")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               metavar="MODEL.pt", help="Start from this model file's weights (its architecture; "
-              "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup).")
+              "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup; "
+              "--blocks may add PixelCNN blocks).")
 @click.option("--epochs", type=click.IntRange(min=0), help="Epochs in all [config's].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[config's, 64]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),

@@ -249,10 +249,17 @@ def _check_resume_settings(tr: Trainer, config: str | None, overrides: dict) -> 
                              f"{getattr(tr.tc, key)}; settings cannot change when resuming")
 
 
-def _init_weights(init: Path, mc: ModelConfig) -> tuple[ModelConfig, dict]:
-    """The model file `init`'s config and averaged weights, checked against the data's shape."""
+def _init_weights(init: Path, mc: ModelConfig, blocks: int | None = None
+                  ) -> tuple[ModelConfig, dict]:
+    """The model file `init`'s config and averaged weights, checked against the data's shape.
+    blocks: grow the PixelCNN to this many blocks (see `Trainer.warm_start`); never fewer."""
     mf = load_model(init)
     got = mf.config
+    if blocks is not None and blocks != got.pixelcnn_blocks:
+        if blocks < got.pixelcnn_blocks:
+            raise TrainError(f"--blocks {blocks}: {init} has {got.pixelcnn_blocks} PixelCNN "
+                             f"blocks; --init can add blocks, not remove them")
+        got = dataclasses.replace(got, pixelcnn_blocks=blocks)
     if (got.channels, got.height, got.width, got.binary) != (mc.channels, mc.height, mc.width,
                                                              mc.binary):
         raise TrainError(f"--init {init}: the model is for {got.channels}x{got.height}x"
@@ -275,10 +282,11 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
         mc = model_config(config, C, H, W, data.binary, **arch)
         weights = None
         if init is not None:
+            blocks = arch.pop("pixelcnn_blocks", None)
             if arch:
                 raise TrainError("--init takes the architecture from the model file; leave "
-                                 "out --blocks/--filters/--likelihood")
-            mc, weights = _init_weights(init, mc)
+                                 "out --filters/--likelihood (--blocks may add blocks)")
+            mc, weights = _init_weights(init, mc, blocks)
             if overrides.get("kl_warmup") is None:     # a trained model needs no KL warm-up
                 overrides = {**overrides, "kl_warmup": 0}
         tr = Trainer(mc, train_config(config, **overrides), train_x, valid_x, dev, world)

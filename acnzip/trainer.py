@@ -206,9 +206,26 @@ class Trainer:
 
     def warm_start(self, weights: dict) -> None:
         """Start from trained weights (`acnzip train --init`): model and Polyak average take
-        them, and the code store holds their codes of the training images (not noise)."""
-        self.model.load_state_dict(weights)
-        self.polyak.model.load_state_dict(weights)
+        them, and the code store holds their codes of the training images (not noise).
+
+        `weights` may lack the last PixelCNN blocks of this model (a model grown with more
+        blocks): those keep their fresh initialisation except the residual output `h_res`,
+        set to zero, so each adds exactly nothing to the horizontal stack and the grown
+        model computes bit for bit what the file's model did (its head reads the same h)."""
+        n_file = len({k.split(".")[2] for k in weights if k.startswith("decoder.blocks.")})
+        blocks = self.model.decoder.blocks
+        own = {k for k in self.model.state_dict()
+               if not (k.startswith("decoder.blocks.") and int(k.split(".")[2]) >= n_file)}
+        if n_file > len(blocks) or own != set(weights):
+            raise ValueError(f"the weights do not fit this model (their PixelCNN has {n_file} "
+                             f"blocks, this one {len(blocks)})")
+        with torch.no_grad():
+            for block in list(blocks)[n_file:]:
+                block.h_res.weight.zero_()
+                block.h_res.bias.zero_()
+        grown = {k: v for k, v in self.model.state_dict().items() if k not in weights}
+        for model in (self.model, self.polyak.model):
+            model.load_state_dict({**weights, **grown})
         self.store.set_codes(self.model.eval().codes(self.x))
 
     def train_step(self, idx: np.ndarray) -> tuple[float, float, float]:

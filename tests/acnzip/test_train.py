@@ -178,8 +178,38 @@ def test_init_refuses_a_model_for_other_images_and_arch_options(tmp_path):
     with pytest.raises(TrainError, match=r"for 1x8x8 binary images, the data are 1x10x10"):
         train(load_array(tmp_path / "big.npy"), tmp_path / "x.pt", config="tiny", init=first,
               opts=RunOptions(**QUIET))
-    with pytest.raises(TrainError, match="leave out --blocks/--filters"):
+    with pytest.raises(TrainError, match="leave out --filters/--likelihood"):
         train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_filters": 16},
+              opts=RunOptions(**QUIET))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_init_with_more_blocks_grows_a_model_that_computes_what_the_file_did(tmp_path):
+    torch.set_num_threads(1)
+    first, data, valid = _tiny_model_file(tmp_path, pixelcnn_blocks=2)
+    m = load_model(first).model.eval()
+    from acnzip.train import _trainer
+    tr = _trainer(data, valid, "tiny", {}, None, torch.device("cpu"), RunOptions(**QUIET),
+                  arch={"pixelcnn_blocks": 4}, init=first)
+    assert tr.mc.pixelcnn_blocks == 4 and len(tr.model.decoder.blocks) == 4
+    x = tr.x[:6]
+    with torch.no_grad():
+        z = m.encoder(x)
+        for grown in (tr.model.eval(), tr.polyak.model.eval()):
+            assert torch.equal(grown.decoder(x, z), m.decoder(x, z))   # bit for bit
+            assert torch.equal(grown.encoder(x), z)
+    np.testing.assert_array_equal(tr.store.codes, m.codes(tr.x))
+    new = tr.model.decoder.blocks[3]
+    assert not new.h_res.weight.any() and new.h_conv.weight.abs().sum() > 0   # only h_res zero
+    tr.train_step(np.arange(8))
+    assert tr.model.decoder.blocks[3].h_res.weight.abs().sum() > 0            # and it learns
+    # A run from it writes a 4-block model file; fewer blocks than the file's are refused.
+    res = train(data, tmp_path / "grown.pt", valid=valid, config="tiny", init=first,
+                arch={"pixelcnn_blocks": 4}, overrides={"epochs": 1},
+                opts=RunOptions(max_steps=2, **QUIET))
+    assert load_model(tmp_path / "grown.pt").config.pixelcnn_blocks == 4 and res.metadata["init"]
+    with pytest.raises(TrainError, match=r"--blocks 1: .* has 2 PixelCNN blocks; --init can add"):
+        train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_blocks": 1},
               opts=RunOptions(**QUIET))
     assert not (tmp_path / "x.pt").exists()
 
