@@ -21,6 +21,7 @@ thread; 8-bit 47-49 and 54 (acnzip/models/README.md).
 from __future__ import annotations
 
 import copy
+import math
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class Polyak:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, w in zip(self.model.parameters(), model.parameters()):
             avg.lerp_(w, 1.0 - d)
+
+    def settle(self) -> None:
+        """Skip the warm-up: from the next update on, d = decay (for an average that starts
+        at weights which are already an average, a trained model file's)."""
+        self.updates = max(self.updates, math.ceil((10 * self.decay - 1) / (1 - self.decay)))
 
     def state_dict(self) -> dict:
         return {"weights": self.model.state_dict(), "updates": self.updates}
@@ -211,7 +217,11 @@ class Trainer:
         `weights` may lack the last PixelCNN blocks of this model (a model grown with more
         blocks): those keep their fresh initialisation except the residual output `h_res`,
         set to zero, so each adds exactly nothing to the horizontal stack and the grown
-        model computes bit for bit what the file's model did (its head reads the same h)."""
+        model computes bit for bit what the file's model did (its head reads the same h).
+
+        The Polyak average continues from the file's weights, which are an average already,
+        with the full decay (no warm-up), as a resumed run's would; a grown model's average
+        starts afresh with the warm-up, since its new blocks have yet to learn."""
         n_file = len({k.split(".")[2] for k in weights if k.startswith("decoder.blocks.")})
         blocks = self.model.decoder.blocks
         own = {k for k in self.model.state_dict()
@@ -226,6 +236,8 @@ class Trainer:
         grown = {k: v for k, v in self.model.state_dict().items() if k not in weights}
         for model in (self.model, self.polyak.model):
             model.load_state_dict({**weights, **grown})
+        if not grown:
+            self.polyak.settle()
         self.store.set_codes(self.model.eval().codes(self.x))
 
     def train_step(self, idx: np.ndarray) -> tuple[float, float, float]:

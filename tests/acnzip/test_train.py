@@ -166,6 +166,16 @@ def test_init_starts_from_the_model_files_weights_and_codes(tmp_path):
         assert torch.equal(tr.model.state_dict()[name], w), name
         assert torch.equal(tr.polyak.model.state_dict()[name], w), name
     np.testing.assert_array_equal(tr.store.codes, m.model.codes(tr.x))
+    # The average continues with the full decay: one step moves it by (1 - decay) of the way.
+    w0 = {k: v.clone() for k, v in tr.polyak.model.state_dict().items()}
+    tr.train_step(np.arange(8))
+    name = "decoder.out2.weight"
+    moved = tr.polyak.model.state_dict()[name] - w0[name]
+    wanted = (tr.model.state_dict()[name] - w0[name]) * (1 - tr.tc.polyak_decay)
+    assert wanted.abs().max() > 0
+    ulp = w0[name].abs().max().item() * 2.0 ** -23          # float32 rounding of the average
+    torch.testing.assert_close(moved, wanted, rtol=0.01, atol=2 * ulp)
+    assert moved.abs().max() < 10 * wanted.abs().max()      # not a warm-up step (d = 2/11)
     # ... and a run from it records where it started.
     res = train(data, tmp_path / "second.pt", valid=valid, config="tiny", init=first,
                 overrides={"epochs": 1}, opts=RunOptions(max_steps=2, **QUIET))
@@ -199,6 +209,7 @@ def test_init_with_more_blocks_grows_a_model_that_computes_what_the_file_did(tmp
             assert torch.equal(grown.decoder(x, z), m.decoder(x, z))   # bit for bit
             assert torch.equal(grown.encoder(x), z)
     np.testing.assert_array_equal(tr.store.codes, m.codes(tr.x))
+    assert tr.polyak.updates == 0                 # a grown model's average warms up afresh
     new = tr.model.decoder.blocks[3]
     assert not new.h_res.weight.any() and new.h_conv.weight.abs().sum() > 0   # only h_res zero
     tr.train_step(np.arange(8))
