@@ -35,7 +35,7 @@ from .gmm import DiagonalGMM, select_gmm
 from .modelfile import load_model, save_model
 from .runtime import LN2, machine
 from .trainer import (TrainError, Trainer, load_checkpoint, pick_device, save_checkpoint,
-                      validation_loss)
+                      VALID_SEED, validation_loss)
 
 __all__ = ["RunOptions", "TrainResult", "TrainingInterrupted", "train", "run", "finish",
            "fit_prior"]
@@ -207,7 +207,7 @@ def finish(tr: Trainer, reason: str, command: str = "", extra: dict | None = Non
     final = None
     if tr.valid_x is not None:
         final = validation_loss(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes, tr.device),
-                         tr.tc.knn_k, seed=tr.tc.seed, gmm=gmm)
+                         tr.tc.knn_k, seed=VALID_SEED, gmm=gmm)
         final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(tr.x.shape[1:])))
     p = tr.progress
     metadata = {
