@@ -189,9 +189,10 @@ def short_tour(codes, k: int = 16) -> np.ndarray:
        moves rewriting more than MAX_SHIFT positions are skipped (bounded work per move).
 
     On binarized MNIST's 10,000 test codes the path is 13% shorter than `greedy_tour`'s and
-    coding along it costs 0.47-0.49 nats/image less KL (the shipped models of sessions 12-13). Deterministic for given codes and candidate
-    lists (faiss, float32: another CPU may order near ties differently and find another path;
-    the coder does not care which, Bob decodes in the order coded). Ties go to lower indices.
+    coding along it costs 0.47-0.49 nats/image less KL (the shipped models of sessions 12-13).
+    Deterministic for given codes and candidate lists (faiss, float32: another CPU may order
+    near ties differently and find another path; the coder does not care which, Bob decodes
+    in the order coded). Ties go to lower indices.
     """
     x, _ = _prepare(codes)
     n = len(x)

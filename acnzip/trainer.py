@@ -21,9 +21,9 @@ thread; 8-bit 47-49 and 54 (acnzip/models/README.md).
 from __future__ import annotations
 
 import copy
-import math
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-VALID_SEED = 0   # the periodic validation's subset and draws (the final one uses seed 0 too)
+VALID_SEED = 0   # the periodic validation's subset, and the draws of it and of the final one
 
 
 class Polyak:
@@ -197,6 +197,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             self.step_loss = DistributedDataParallel(
                 self.step_loss, device_ids=[self.device] if self.device.type == "cuda" else None)
+        # the third stream was validation's (now VALID_SEED); spawning it keeps the others
         store_seed, loop_seed, _ = np.random.SeedSequence(tc.seed).spawn(3)
         self.store = CodeStore(len(train_x), mc.latent_dim, seed=store_seed,
                                search_device=self.device)
@@ -225,10 +226,12 @@ class Trainer:
         The Polyak average continues from the file's weights, which are an average already,
         with the full decay (no warm-up), as a resumed run's would; a grown model's average
         starts afresh with the warm-up, since its new blocks have yet to learn."""
-        n_file = len({k.split(".")[2] for k in weights if k.startswith("decoder.blocks.")})
+        def block(key: str) -> int:          # the PixelCNN block a weight is in, else -1
+            return int(key.split(".")[2]) if key.startswith("decoder.blocks.") else -1
+
+        n_file = 1 + max(map(block, weights), default=-1)
         blocks = self.model.decoder.blocks
-        own = {k for k in self.model.state_dict()
-               if not (k.startswith("decoder.blocks.") and int(k.split(".")[2]) >= n_file)}
+        own = {k for k in self.model.state_dict() if block(k) < n_file}
         if n_file > len(blocks) or own != set(weights):
             raise ValueError(f"the weights do not fit this model (their PixelCNN has {n_file} "
                              f"blocks, this one {len(blocks)})")
