@@ -45,7 +45,7 @@ from .runtime import LN2, torch_session
 from .tour import greedy_tour, short_tour
 
 __all__ = ["table2", "evaluate_model", "conditional_kl", "unconditional_kl", "tour_kl",
-           "associative_kl", "TABLE2_ROWS", "pca_basis", "linear_probe", "probe"]
+           "associative_kl", "log_multinomial", "TABLE2_ROWS", "pca_basis", "linear_probe", "probe"]
 
 TABLE2_ROWS = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
                "unordered", "kl_short", "short", "kl_keep", "kl_set", "keep", "set")
@@ -112,7 +112,7 @@ def associative_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch
     return kl
 
 
-def _log_multinomial(pixels: np.ndarray) -> float:
+def log_multinomial(pixels: np.ndarray) -> float:
     """ln(N! / prod m!) for the multiplicities m of equal images: what a set's order is worth."""
     _, counts = np.unique(pixels.reshape(len(pixels), -1), axis=0, return_counts=True)
     return math.lgamma(len(pixels) + 1) - sum(math.lgamma(m + 1) for m in counts)
@@ -158,7 +158,7 @@ def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int =
     out["kl_keep"] = float(associative_kl(model, gmm, codes, eps, own).mean())
     shuffled = np.random.default_rng(seed).permutation(n)
     out["kl_set"] = float(associative_kl(model, gmm, codes, eps, shuffled).mean()
-                          - _log_multinomial(pixels) / n)
+                          - log_multinomial(pixels) / n)
     out["keep"] = out["kl_keep"] + out["recon"]
     out["set"] = out["kl_set"] + out["recon"]
     dims = int(np.prod(pixels.shape[1:]))
