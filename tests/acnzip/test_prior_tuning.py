@@ -100,7 +100,13 @@ def test_tune_prior_command_writes_a_model_that_codes_losslessly(tuned, binary_m
     entry = new.metadata["prior_tuning"]
     assert entry["tuning"]["steps"] == 30 and entry["tuning"]["set_sizes"] == [20, 60]
     assert entry["data"]["n"] == 60 and len(entry["source_sha256"]) == 64
-    assert set(entry["valid_before"]) == set(entry["valid_after"]) == {"tour", "set"}
+    keys = {"tour", "set", "ordered", "final_valid"}
+    assert set(entry["valid_before"]) == set(entry["valid_after"]) == keys
+    assert new.metadata["final_valid"] == entry["valid_after"]["final_valid"]
+    v = entry["valid_after"]
+    assert v["ordered"] == pytest.approx(v["tour"] + v["final_valid"]["recon"])
+    # the recon term is the untouched decoder's: the same before and after
+    assert v["final_valid"]["recon"] == entry["valid_before"]["final_valid"]["recon"]
     for key, value in src.model.state_dict().items():
         assert torch.equal(new.model.state_dict()[key], value) != key.startswith("prior."), key
     np.testing.assert_array_equal(new.gmm.means, src.gmm.means)
