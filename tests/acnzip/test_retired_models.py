@@ -31,6 +31,7 @@ EVER_SHIPPED = {
     "41f82cc9b5c4838a19953ebd6ae41414356aa19fc4c1507a283c255880593a1f": "mnist.pt leg 19, 2026-11-29",
     "44310dc31c28792d1d405cc718f65206609a797e1bc05244b0bd3538e5736da3": "binarized-mnist.pt leg 5, 2026-11-29",
     "7aa65fa19350faaae43dc6492789fe9360790d411cddfedfbab71aeb27e02a6a": "binarized-mnist.pt leg 6, 2026-11-29",
+    "adc1bb812d377d606f5bd83d0f30f1bba0e2ec2c1be258a442c247cd09cbcd9c": "binarized-mnist.pt leg 10, prior tuned, 2026-11-29",
     "3c8a9b1c505198cdf3412d0538eb4768256842158c168b8c97f2dd2a43a367da": "mnist.pt leg 21, 2026-11-29",
 }
 
