@@ -232,12 +232,15 @@ def _report(result, output: Path) -> None:
 @click.option("--set-sizes", default="2500,5000,10000,25000", show_default=True,
               metavar="N,N,...", help="Sizes of the random subsets of DATA toured: the sizes "
               "of the sets you will compress.")
-@click.option("--steps", type=click.IntRange(min=1), default=6000, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=6000, show_default=True,
+              help="Adam steps of 256 pairs (on MNIST about 25 ms each on one core).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4,
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+              show_default=True, help="Adam's learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the subsets, the batches and the noise: the same seed, the same weights.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUT.pt if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT.pt if it exists (never MODEL.pt "
+              "or a shipped model).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def tune_prior(model_path, data, output, valid, set_sizes, steps, lr, seed, threads, force,
