@@ -237,7 +237,8 @@ def _report(result, output: Path) -> None:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4,
               show_default=True, help="Adam's learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds the subsets, the batches and the noise: the same seed, the same weights.")
+              help="Seeds the subsets, the batches and the noise: the same seed, the same "
+                   "weights.")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", help="Torch threads.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT.pt if it exists (never MODEL.pt "
               "or a shipped model).")
