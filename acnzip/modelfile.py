@@ -30,7 +30,7 @@ from .retired import MAX_CHAIN, PACKED_SUFFIX, RetiredFileError, unpack
 __all__ = ["ModelFile", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODELS",
            "DEFAULT_MODEL", "SHIPPED", "RETIRED", "default_model_path", "shipped_model_for",
            "ShippedFile", "is_shipped", "read_model_bytes", "model_file_name",
-           "check_fits"]
+           "check_fits", "file_sha256"]
 
 MODEL_FORMAT, MODEL_VERSION = "acnzip-model", 1
 
@@ -66,6 +66,15 @@ def save_model(path: Path, model: ACN, train_config: TrainConfig, gmm: DiagonalG
                metadata: dict) -> None:
     """Write the model file atomically (temporary file + os.replace)."""
     atomic_write_bytes(Path(path), model_bytes(model, train_config, gmm, metadata))
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time (how model files are named)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_model(path, device: str | torch.device = "cpu") -> ModelFile:

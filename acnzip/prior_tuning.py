@@ -161,7 +161,7 @@ def tune_prior_file(model_path, data, out, valid=None, tuning: PriorTuning = Pri
     import json
     import time
 
-    from .modelfile import check_fits, load_model, save_model
+    from .modelfile import check_fits, file_sha256, load_model, save_model
     from .trainer import data_identity
 
     t0 = time.monotonic()
@@ -175,7 +175,7 @@ def tune_prior_file(model_path, data, out, valid=None, tuning: PriorTuning = Pri
         if len(vpix) < 2:
             raise PriorTuningError("the validation data need at least 2 images")
     entry = {"tuning": tuning.to_dict(), "data": data_identity(pixels),
-             "source_sha256": _sha256(model_path),
+             "source_sha256": file_sha256(model_path),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "command": command}
     train_codes = model.codes(pixels)
@@ -198,12 +198,3 @@ def tune_prior_file(model_path, data, out, valid=None, tuning: PriorTuning = Pri
     metadata["prior_tuning"] = entry
     save_model(out, model, mf.train_config, mf.gmm, json.loads(json.dumps(metadata)))
     return entry
-
-
-def _sha256(path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

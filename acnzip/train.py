@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import signal
 import sys
@@ -32,7 +31,7 @@ from .config import ModelConfig, TrainConfig, model_config, train_config
 from .data import Dataset
 from .distributed import World, weights_digest
 from .gmm import DiagonalGMM, select_gmm
-from .modelfile import load_model, save_model
+from .modelfile import file_sha256, load_model, save_model
 from .runtime import LN2, machine
 from .trainer import (TrainError, Trainer, load_checkpoint, pick_device, save_checkpoint,
                       VALID_SEED, validation_loss)
@@ -293,7 +292,7 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
         tr.info = {"config": config, "data": _data_info(data)}
         if weights is not None:
             tr.warm_start(weights)
-            tr.info["init"] = {"file": Path(init).name, "sha256": _sha256(Path(init))}
+            tr.info["init"] = {"file": Path(init).name, "sha256": file_sha256(init)}
             opts.log(f"starting from the weights of {init}")
         return tr
     if init is not None:
@@ -308,14 +307,6 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
                              f"{value}; the architecture cannot change when resuming")
     opts.log(f"resuming {resume} at step {tr.progress.step} (epoch {tr.progress.epoch + 1})")
     return tr
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def train(data: Dataset, out: Path, valid: Dataset | None = None, config: str | None = None,
