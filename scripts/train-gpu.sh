@@ -8,9 +8,10 @@
 # training with a checkpoint (in CKPTDIR, default /tmp/acnzip-ckpt: resume a job with
 # `acnzip train ... --resume CKPT`), then p(z) is fitted and OUTDIR/NAME.pt written, with the
 # job's log in OUTDIR/NAME.log. The small configs are launch-bound on a GPU, so several
-# processes share it well. DATADIR holds (prepare it with scripts/gpu-data.py):
-#   bin_train.npz bin_valid.npz           binarized MNIST train (50,000) / valid (10,000)
-#   mnist_train55k.npz mnist_valid5k.npz  8-bit MNIST x_train[:55000] / x_train[55000:]
+# processes share it well. DATADIR holds (prepare it with scripts/gpu-data.py), each an .npy
+# xz-compressed (unpacked into UNPACKDIR, default /tmp/acnzip-data, before training):
+#   bin_train.npy.xz bin_valid.npy.xz            binarized MNIST train (50,000) / valid (10,000)
+#   mnist_train55k.npy.xz mnist_valid5k.npy.xz   8-bit MNIST x_train[:55000] / x_train[55000:]
 # DEVICE is cuda (default) or cpu (the CPU test of this script: `scripts/train-gpu.sh out 0.2
 # DATADIR cpu` with JOBS=bin-tiny). JOBS names the jobs to run (default: the four below the
 # tiny one: bin-init mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
@@ -22,20 +23,20 @@
 # --python-version 3.12 -d .gpu/whl` beforehand, then at once
 #   device run: command "bash scripts/train-gpu.sh $OUT 7", carry [".gpu"], timeout_s 570
 # which brings back the four models and their logs (8 files); p(z) is fitted on the GPU too.
-# A device call sends the tracked files and .gpu, 64 MiB at most (.gpu is 12.8 MB: the test
+# A device call sends the tracked files and .gpu, 64 MiB at most (.gpu is 9.9 MB: the test
 # test_the_tracked_tree_leaves_room_for_the_gpu_data keeps the tracked tree small enough).
 # A new session's checkout has no .gpu (nor runs/): build it first, as above.
 # Models are then measured here, on the CPU (benchmarks/run.py), and shipped only if better.
 set -uo pipefail
 out=${1:?OUTDIR}; minutes=${2:?MINUTES}; data=${3:-}; device=${4:-cuda}
-ckpt=${CKPTDIR:-/tmp/acnzip-ckpt}; wheels=${WHEELS:-}
+ckpt=${CKPTDIR:-/tmp/acnzip-ckpt}; wheels=${WHEELS:-}; unpacked=${UNPACKDIR:-/tmp/acnzip-data}
 jobs=${JOBS:-bin-init mnist8-init mnist8-paper bin-paper}
 known=" bin-init mnist8-init mnist8-paper bin-paper bin-tiny "
 for j in $jobs; do
     [[ $known == *" $j "* ]] || { echo "train-gpu.sh: no job named $j (jobs:$known)" >&2; exit 1; }
 done
-mkdir -p "$out" "$ckpt" || exit 1
-out=$(cd "$out" && pwd); ckpt=$(cd "$ckpt" && pwd)
+mkdir -p "$out" "$ckpt" "$unpacked" || exit 1
+out=$(cd "$out" && pwd); ckpt=$(cd "$ckpt" && pwd); unpacked=$(cd "$unpacked" && pwd)
 [[ -z $data ]] || data=$(realpath -m "$data"); [[ -z $wheels ]] || wheels=$(realpath -m "$wheels")
 cd "$(dirname "$0")/.." || exit 1
 data=${data:-.gpu/data}; wheels=${wheels:-.gpu/whl}
@@ -46,6 +47,15 @@ if ! $py -c "import constriction" 2>/dev/null && ls "$wheels"/*.whl >/dev/null 2
     export PYTHONPATH=/tmp/acnzip-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+$py - "$data" "$unpacked" <<'PY' || { echo "train-gpu.sh: cannot unpack the data in $data" >&2; exit 1; }
+import lzma, pathlib, sys
+src, dst = map(pathlib.Path, sys.argv[1:])
+names = ("bin_train", "bin_valid", "mnist_train55k", "mnist_valid5k")
+for name in names:
+    f = src / f"{name}.npy.xz"
+    if f.exists():
+        (dst / f"{name}.npy").write_bytes(lzma.decompress(f.read_bytes()))
+PY
 $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 
@@ -56,8 +66,8 @@ job() {  # NAME ARGS...: one training run in the background, if NAME is among JO
         --checkpoint "$ckpt/$name.ckpt" --checkpoint-every 2 -q -f -o "$out/$name.pt" \
         > "$out/$name.log" 2>&1 &
 }
-bin=("$data/bin_train.npz" --valid "$data/bin_valid.npz")
-m8=("$data/mnist_train55k.npz" --valid "$data/mnist_valid5k.npz")
+bin=("$unpacked/bin_train.npy" --valid "$unpacked/bin_valid.npy")
+m8=("$unpacked/mnist_train55k.npy" --valid "$unpacked/mnist_valid5k.npy")
 # Warm starts continue the shipped models (their architecture, a new optimiser, lr 1e-3 for
 # weights that are trained already); the fresh `paper` jobs (10 x 64) are the larger opt-in
 # candidates (a 5 x 32 or 8 x 32 model trained from scratch in one window is far behind the

@@ -1,5 +1,7 @@
 """scripts/train-gpu.sh, the script run when a GPU is lent, tested on the CPU: a `tiny` job, the
 warm starts from the shipped models, and its refusals."""
+import io
+import lzma
 import os
 import subprocess
 import sys
@@ -13,19 +15,27 @@ from acnzip.modelfile import load_model
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train-gpu.sh"
 
 
+def _save_xz(path, x):
+    """As scripts/gpu-data.py writes its arrays: an .npy, xz-compressed."""
+    buf = io.BytesIO()
+    np.save(buf, x)
+    path.write_bytes(lzma.compress(buf.getvalue()))
+
+
 def _data(tmp_path):
     rng = np.random.default_rng(1)
     data = tmp_path / "data"
     data.mkdir()
     for name, n in (("bin_train", 64), ("bin_valid", 16)):
-        np.savez_compressed(data / f"{name}.npz", x=(rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
+        _save_xz(data / f"{name}.npy.xz", (rng.random((n, 28, 28)) < 0.2).astype(np.uint8))
     for name, n in (("mnist_train55k", 64), ("mnist_valid5k", 16)):
-        np.savez_compressed(data / f"{name}.npz", x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _save_xz(data / f"{name}.npy.xz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     return data
 
 
 def _run(tmp_path, jobs, out, minutes="0.02"):
     env = dict(os.environ, PYTHON=sys.executable, JOBS=jobs, CKPTDIR=str(tmp_path / "ckpt"),
+               UNPACKDIR=str(tmp_path / "unpacked"),
                WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
     return subprocess.run(["bash", str(SCRIPT), str(out), minutes, str(tmp_path / "data"), "cpu"],
                           env=env, capture_output=True, text=True, timeout=600)
@@ -67,7 +77,7 @@ def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path
 
 
 DEVICE_TREE_LIMIT = 64 * 2 ** 20     # what one device call may send: tracked files + carried paths
-GPU_CARRY_BYTES = 13_000_000         # .gpu: scripts/gpu-data.py's four .npz files (12,377,990
+GPU_CARRY_BYTES = 10_000_000         # .gpu: scripts/gpu-data.py's four .npy.xz files (9,465,392
                                      # bytes) and the constriction wheel (405,717 bytes)
 
 
