@@ -90,7 +90,7 @@ def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorT
     else in `model` changes. Returns the mean training loss (nats/image) of each 100 steps."""
     rng = np.random.default_rng(tuning.seed)
     gen = torch.Generator().manual_seed(tuning.seed)
-    pred, succ = tour_pairs(train_codes, tuning.set_sizes, rng)
+    pred, succ = map(torch.from_numpy, tour_pairs(train_codes, tuning.set_sizes, rng))
     codes = torch.from_numpy(np.ascontiguousarray(train_codes, dtype=np.float32))
     prior = model.prior
     average = copy.deepcopy(prior)
@@ -102,8 +102,7 @@ def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorT
     for step in tqdm(range(1, tuning.steps + 1), desc="tuning the prior", unit="step",
                      disable=not progress, leave=False):
         pick = torch.from_numpy(rng.integers(0, len(pred), tuning.batch_size))
-        c_pred = codes[torch.from_numpy(pred)[pick]]
-        c_succ = codes[torch.from_numpy(succ)[pick]]
+        c_pred, c_succ = codes[pred[pick]], codes[succ[pick]]
         z = c_succ + torch.randn(c_succ.shape, generator=gen)
         loss = -mixture_log_prob(z, prior(c_pred)).mean()
         opt.zero_grad(set_to_none=True)
@@ -140,15 +139,11 @@ def tour_and_set_kl(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int 
 def _validate(model: ACN, gmm: DiagonalGMM, vpix: np.ndarray, train_codes: np.ndarray,
               knn_k: int) -> dict:
     """tour_and_set_kl on the validation images, and the validation `acnzip train` reports
-    (trainer.validation_loss: c_hat among the knn_k nearest training codes, seed 0)."""
-    from .codestore import CodeStore
-    from .runtime import LN2
-    from .trainer import VALID_SEED, validation_loss
+    (trainer.final_validation: c_hat among the knn_k nearest training codes, seed 0)."""
+    from .trainer import final_validation
 
     out = tour_and_set_kl(model, gmm, vpix)
-    final = validation_loss(model, torch.from_numpy(vpix), CodeStore.from_codes(train_codes),
-                            knn_k, seed=VALID_SEED, gmm=gmm)
-    final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(vpix.shape[1:])))
+    final = final_validation(model, torch.from_numpy(vpix), train_codes, knn_k, gmm)
     out["ordered"] = out["tour"] + final["recon"]
     return {**out, "final_valid": final}
 

@@ -26,15 +26,14 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .codestore import CodeStore
 from .config import ModelConfig, TrainConfig, model_config, train_config
 from .data import Dataset
 from .distributed import World, weights_digest
 from .gmm import DiagonalGMM, select_gmm
 from .modelfile import file_sha256, load_model, save_model
-from .runtime import LN2, machine
-from .trainer import (TrainError, Trainer, load_checkpoint, pick_device, save_checkpoint,
-                      VALID_SEED, validation_loss)
+from .runtime import machine
+from .trainer import (TrainError, Trainer, final_validation, load_checkpoint, pick_device,
+                      save_checkpoint)
 
 __all__ = ["RunOptions", "TrainResult", "TrainingInterrupted", "train", "run", "finish",
            "fit_prior"]
@@ -205,9 +204,8 @@ def finish(tr: Trainer, reason: str, command: str = "", extra: dict | None = Non
     gmm, report, train_codes = fit_prior(tr)
     final = None
     if tr.valid_x is not None:
-        final = validation_loss(tr.polyak.model, tr.valid_x, CodeStore.from_codes(train_codes, tr.device),
-                         tr.tc.knn_k, seed=VALID_SEED, gmm=gmm)
-        final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(tr.x.shape[1:])))
+        final = final_validation(tr.polyak.model, tr.valid_x, train_codes, tr.tc.knn_k, gmm,
+                                 tr.device)
     p = tr.progress
     metadata = {
         "acnzip_version": __version__, "command": command, "seed": tr.tc.seed,

@@ -37,6 +37,7 @@ from .distributed import World
 from .errors import AcnzipError
 from .nn import ACN
 from .nn.prior import posterior_log_prob
+from .runtime import LN2
 
 __all__ = ["Polyak", "Trainer", "Progress", "TrainError", "validation_loss", "save_checkpoint",
            "load_checkpoint", "pick_device", "make_optimizer", "data_identity"]
@@ -133,6 +134,16 @@ def validation_loss(model: ACN, x: torch.Tensor, store: CodeStore, k: int, seed:
     if gmm is not None:
         out["total_gmm"] = out["kl_gmm"] + out["recon"]
     return out
+
+
+def final_validation(model: ACN, x: torch.Tensor, train_codes: np.ndarray, k: int, gmm,
+                     device: str | torch.device = "cpu") -> dict:
+    """The validation a model file records (final_valid): validation_loss of images x against
+    a store of the model's own training codes, seed VALID_SEED, with bits_per_dim added."""
+    final = validation_loss(model, x, CodeStore.from_codes(train_codes, device), k,
+                            seed=VALID_SEED, gmm=gmm)
+    final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(x.shape[1:])))
+    return final
 
 
 class _StepLoss(torch.nn.Module):
