@@ -79,6 +79,9 @@ class TrainConfig(_DictMixin):
     momentum: float = 0.9             # RMSprop only
     polyak_decay: float = 0.9999      # EMA of the weights (with warm-up, see train.Polyak)
     knn_k: int = 5                    # c_hat uniform among the K nearest stored codes
+    neighbours: str = "knn"           # c_hat: "knn" (Algorithm 1) | "tour" (see trainer)
+    tour_sizes: tuple = (2500, 5000, 10000, 25000)   # "tour": subset sizes of the tours
+    tour_every: int = 500             # "tour": steps between rebuilds of the tours
     kl_warmup: int = 0                # steps over which the KL weight rises 0 -> 1 (0: none)
     epochs: int = 10
     seed: int = 0
@@ -93,6 +96,10 @@ class TrainConfig(_DictMixin):
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
         if self.batch_size < 1 or self.knn_k < 1 or self.epochs < 0:
             raise ValueError("batch_size and knn_k must be >= 1, epochs >= 0")
+        if self.neighbours not in ("knn", "tour"):
+            raise ValueError("neighbours must be knn or tour")
+        if self.tour_every < 1 or not self.tour_sizes or min(self.tour_sizes) < 2:
+            raise ValueError("tour_every must be >= 1 and every tour size >= 2")
         if not 0.0 <= self.polyak_decay < 1.0:
             raise ValueError("polyak_decay must be in [0, 1)")
 

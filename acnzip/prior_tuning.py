@@ -36,9 +36,9 @@ from .evaluate import associative_kl, log_multinomial, tour_kl
 from .gmm import DiagonalGMM
 from .nn import ACN
 from .nn.prior import mixture_log_prob
-from .tour import greedy_tour
+from .tour import greedy_tour, tour_pairs
 
-__all__ = ["PriorTuning", "PriorTuningError", "tour_pairs", "tune_prior", "tour_and_set_kl",
+__all__ = ["PriorTuning", "PriorTuningError", "tune_prior", "tour_and_set_kl",
            "tune_prior_file"]
 
 
@@ -62,32 +62,14 @@ class PriorTuning:
         return d
 
 
-def tour_pairs(codes: np.ndarray, set_sizes, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(predecessor, successor) index pairs (P,) each, of greedy tours through random disjoint
-    subsets of `codes` (N, D): for each size S in set_sizes (S > N is taken as N), the codes
-    shuffled and cut into floor(N / S) subsets of S codes, each toured from its first."""
-    n = len(codes)
-    pred, succ = [], []
-    for size in set_sizes:
-        size = min(int(size), n)
-        if size < 2:
-            raise PriorTuningError(f"tuning the prior needs tours of at least 2 images, "
-                                   f"not {size}")
-        perm = rng.permutation(n)
-        for start in range(0, n - size + 1, size):
-            ids = perm[start:start + size]
-            path = ids[greedy_tour(codes[ids])]
-            pred.append(path[:-1])
-            succ.append(path[1:])
-    return np.concatenate(pred), np.concatenate(succ)
-
-
 def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorTuning(),
                progress: bool = False) -> list[float]:
     """Train model.prior in place on tour pairs of `train_codes` (N, D), the model's own codes
     of its training images; the prior ends with the moving average of its weights. Nothing
     else in `model` changes. Returns the mean training loss (nats/image) of each 100 steps."""
+    if min(min(tuning.set_sizes), len(train_codes)) < 2:
+        raise PriorTuningError(f"tuning the prior needs tours of at least 2 images, not "
+                               f"{min(min(tuning.set_sizes), len(train_codes))}")
     rng = np.random.default_rng(tuning.seed)
     gen = torch.Generator().manual_seed(tuning.seed)
     pred, succ = map(torch.from_numpy, tour_pairs(train_codes, tuning.set_sizes, rng))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-__all__ = ["greedy_tour", "greedy_tour_reference", "short_tour", "tour_cost"]
+__all__ = ["greedy_tour", "greedy_tour_reference", "short_tour", "tour_cost", "tour_pairs"]
 
 
 def _sqdist(cols: np.ndarray, rows: np.ndarray | None, q: np.ndarray) -> np.ndarray:
@@ -165,6 +165,27 @@ def tour_cost(codes, perm: np.ndarray) -> np.ndarray:
     _, cols = _prepare(codes)
     return np.array([_sqdist(cols, np.array([b]), cols[:, a])[0]
                      for a, b in zip(perm[:-1], perm[1:])])
+
+
+def tour_pairs(codes: np.ndarray, set_sizes, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(predecessor, successor) index pairs (P,) each, of greedy tours through random disjoint
+    subsets of `codes` (N, D): for each size S in set_sizes (S > N is taken as N), the codes
+    shuffled and cut into floor(N / S) subsets of S codes, each toured from its first."""
+    n = len(codes)
+    pred, succ = [], []
+    for size in set_sizes:
+        size = min(int(size), n)
+        if size < 2:
+            raise ValueError(f"a tour needs at least 2 images, not {size}")
+        perm = rng.permutation(n)
+        for start in range(0, n - size + 1, size):
+            ids = perm[start:start + size]
+            path = ids[greedy_tour(codes[ids])]
+            pred.append(path[:-1])
+            succ.append(path[1:])
+    return np.concatenate(pred), np.concatenate(succ)
+
 
 
 # ----- a shorter path: greedy matching, then 2-opt and Or-opt -----

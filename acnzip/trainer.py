@@ -9,6 +9,20 @@ With several processes (distributed.py) each rank computes its slice of the batc
 are all-gathered and the draws made for the whole batch on every rank, so the ranks hold the
 same store, weights and RNG states after every step.
 
+Tour neighbours (`neighbours="tour"`, `acnzip train --neighbours tour`): the coders do not
+condition on a draw among the training store's K nearest codes but on neighbours within the set
+being coded (`--order tour`: the predecessor on a path; `--order set`: the nearest codes
+decoded before), which in a set of a few thousand images are farther apart. So every
+`tour_every` steps the store's codes are shuffled and cut into disjoint subsets of each size in
+`tour_sizes`, each subset is toured greedily (tour.greedy_tour, the coder's own exact tour),
+and each image's predecessor on its tour is recorded, one table per size; a step's c_hat for
+an image is then its predecessor's code in the store, in a table drawn uniformly per image (the
+K-nearest draw where the image starts its tour). greedy_tour is exact (its result depends on the
+codes' values alone, not on threads or batch shapes), so every rank builds the same tables from
+the same store and the same RNG. Measured from the shipped binarized model, 33 minutes: every
+coder's KL fell (test, greedy-tour ordered 76.93 -> 76.83, --order set 75.00 -> 74.74
+nats/image) while the recon rose 0.5; the rebuild costs 11 s per 500 steps for 50,000 codes.
+
 A checkpoint holds everything the steps depend on (weights, optimiser, code store, RNGs,
 where the epoch is), so a Trainer rebuilt from one continues bit for bit as if never stopped
 (same device and thread count). Running the steps (epochs, time budget, Ctrl-C, when to
@@ -216,6 +230,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(tc.seed)             # posterior noise eps
         self.x = torch.from_numpy(np.ascontiguousarray(train_x)).to(self.device)
         self.data_id = data_identity(train_x)
+        self.tours: np.ndarray | None = None     # (len(tour_sizes), N) predecessors, -1: start
         self.valid_x, self.valid_subset = None, None
         if valid_x is not None and len(valid_x):
             self.valid_x = torch.from_numpy(np.ascontiguousarray(valid_x)).to(self.device)
@@ -265,11 +280,15 @@ class Trainer:
         mine = world.slice(n)                                 # this rank's rows of the batch
         x = self.x[torch.from_numpy(idx[mine]).to(self.device)]          # (b, C, H, W)
 
+        if self.tc.neighbours == "tour" and (self.tours is None
+                                             or self.progress.step % self.tc.tour_every == 0):
+            self.build_tours()
+
         def neighbours(c: torch.Tensor):
             """c_hat and eps for this rank's codes c (b, D); every rank draws for the whole
             batch and stores the whole batch's codes, so all ranks stay identical."""
             c_all = world.gather_rows(c.detach(), n).cpu().numpy()          # (B, D)
-            c_hat = self.store.sample_neighbours(c_all, idx, self.tc.knn_k, self.rng)
+            c_hat = self.draw_neighbours(c_all, idx)
             self.store.update(idx, c_all)
             eps = torch.randn(c_all.shape, generator=self.gen)
             return (torch.from_numpy(c_hat[mine]).to(self.device), eps[mine].to(self.device))
@@ -292,6 +311,26 @@ class Trainer:
         self.polyak.update(self.model)
         self.progress.step += 1
         return mean_kl + mean_recon, mean_kl, mean_recon
+
+    def build_tours(self) -> None:
+        """Rebuild `self.tours` from the store's codes as they are now (see the module doc)."""
+        from .tour import tour_pairs
+        n = len(self.store)
+        tours = np.full((len(self.tc.tour_sizes), n), -1, dtype=np.int64)
+        for row, size in zip(tours, self.tc.tour_sizes):
+            pred, succ = tour_pairs(self.store.codes, (size,), self.rng)
+            row[succ] = pred
+        self.tours = tours
+
+    def draw_neighbours(self, codes: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """c_hat (B, D) for the codes (B, D) of training images idx (B,), from the store as it
+        is before this step's codes are stored."""
+        c_hat = self.store.sample_neighbours(codes, idx, self.tc.knn_k, self.rng)
+        if self.tc.neighbours == "tour":
+            pred = self.tours[self.rng.integers(0, len(self.tours), len(idx)), idx]
+            has = pred >= 0
+            c_hat[has] = self.store.codes[pred[has]]
+        return c_hat
 
     def kl_weight(self) -> float:
         """beta of the KL term for the coming step: rises linearly from 0 to 1 over the first
@@ -321,7 +360,8 @@ class Trainer:
                 "polyak": self.polyak.state_dict(), "optimizer": self.opt.state_dict(),
                 "codes": torch.from_numpy(self.store.codes.copy()),
                 "rng": {"numpy": self.rng.bit_generator.state, "torch": self.gen.get_state()},
-                "progress": self.progress.to_dict(), "info": self.info}
+                "progress": self.progress.to_dict(), "info": self.info,
+                **({"tours": torch.from_numpy(self.tours)} if self.tours is not None else {})}
 
     def load_state_dict(self, ckpt: dict) -> None:
         """Restore a checkpoint taken from a Trainer with the same configs and data."""
@@ -335,6 +375,7 @@ class Trainer:
         self.rng.bit_generator.state = ckpt["rng"]["numpy"]
         self.gen.set_state(ckpt["rng"]["torch"])
         self.progress = Progress.from_dict(ckpt["progress"])
+        self.tours = ckpt["tours"].numpy().copy() if "tours" in ckpt else None
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, train_x, valid_x=None, device="cpu",

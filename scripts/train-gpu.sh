@@ -19,12 +19,14 @@
 # Python packages the GPU image lacks (constriction) are installed from WHEELS (.gpu/whl) if any.
 #
 # When a session is lent a GPU (15 device minutes, 10 per command): prepare .gpu/data with
-# scripts/gpu-data.py and .gpu/whl with `pip download constriction --only-binary :all:
-# --python-version 3.12 -d .gpu/whl` beforehand, then at once
+# scripts/gpu-data.py and .gpu/whl with `pip download constriction==0.5.0 --no-deps
+# --only-binary :all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .gpu/whl`,
+# then `scripts/gpu-window.sh prepare` (takes the retired models out of what a device call
+# sends, 64 MiB at most), then at once
 #   device run: command "bash scripts/train-gpu.sh $OUT 7", carry [".gpu"], timeout_s 570
-# which brings back the four models and their logs (8 files); p(z) is fitted on the GPU too.
-# A device call sends the tracked files and .gpu, 64 MiB at most (.gpu is 9.9 MB: the test
-# test_the_tracked_tree_leaves_room_for_the_gpu_data keeps the tracked tree small enough).
+# which brings back the four models and their logs (8 files); p(z) is fitted on the GPU too;
+# then `scripts/gpu-window.sh restore`. (The test test_the_tracked_tree_leaves_room_for_the_
+# gpu_data keeps the rest of the tracked tree small enough for .gpu's 9.9 MB.)
 # A new session's checkout has no .gpu (nor runs/): build it first, as above.
 # Models are then measured here, on the CPU (benchmarks/run.py), and shipped only if better.
 set -uo pipefail

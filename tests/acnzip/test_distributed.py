@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from acnzip.config import model_config, train_config
@@ -25,8 +26,9 @@ WORKER = textwrap.dedent(f"""
     torch.set_num_threads(1)
     world = World.from_env("cpu")
     x = np.load(sys.argv[1])
-    tr = Trainer(model_config("tiny", 1, 12, 12, True), train_config("tiny", batch_size={BATCH}),
-                 x, None, "cpu", world)
+    tc = train_config("tiny", batch_size={BATCH}, neighbours=sys.argv[3], tour_sizes=(10, 40),
+                      tour_every=2)
+    tr = Trainer(model_config("tiny", 1, 12, 12, True), tc, x, None, "cpu", world)
     grads = None
     for t in range({STEPS}):
         tr.train_step(np.arange(t * {BATCH}, (t + 1) * {BATCH}) % len(x))
@@ -34,7 +36,8 @@ WORKER = textwrap.dedent(f"""
             grads = {{n: p.grad.clone() for n, p in tr.model.named_parameters()}}
     torch.save({{"model": tr.model.state_dict(), "polyak": tr.polyak.model.state_dict(),
                 "codes": torch.from_numpy(tr.store.codes), "grads": grads,
-                "rng": tr.rng.bit_generator.state, "gen": tr.gen.get_state()}},
+                "rng": tr.rng.bit_generator.state, "gen": tr.gen.get_state(),
+                "tours": tr.tours}},
                f"{{sys.argv[2]}}/rank{{world.rank}}.pt")
     world.close()
 """)
@@ -53,10 +56,11 @@ def _torchrun(*args, cwd):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_two_gloo_ranks_hold_identical_weights_and_follow_one_process(tmp_path):
+@pytest.mark.parametrize("neighbours", ["knn", "tour"])
+def test_two_gloo_ranks_hold_identical_weights_and_follow_one_process(tmp_path, neighbours):
     x = _images(tmp_path)
     (tmp_path / "worker.py").write_text(WORKER)
-    r = _torchrun("worker.py", str(tmp_path / "x.npy"), str(tmp_path), cwd=tmp_path)
+    r = _torchrun("worker.py", str(tmp_path / "x.npy"), str(tmp_path), neighbours, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     ranks = [torch.load(tmp_path / f"rank{i}.pt", weights_only=False) for i in (0, 1)]
     a, b = ranks
@@ -65,13 +69,18 @@ def test_two_gloo_ranks_hold_identical_weights_and_follow_one_process(tmp_path):
         for name in a[part]:
             assert torch.equal(a[part][name], b[part][name]), (part, name)
     assert torch.equal(a["codes"], b["codes"]) and torch.equal(a["gen"], b["gen"])
+    if neighbours == "tour":                          # each rank built the same tours
+        assert a["tours"] is not None and np.array_equal(a["tours"], b["tours"])
+    else:
+        assert a["tours"] is None and b["tours"] is None
     assert a["rng"] == b["rng"]
 
     # one process, the same global batches: the same draws, and (up to float rounding) the
     # same first gradient, codes and weights
     torch.manual_seed(0)
-    one = Trainer(model_config("tiny", 1, 12, 12, True), train_config("tiny", batch_size=BATCH),
-                  x, None, "cpu", World())
+    tc = train_config("tiny", batch_size=BATCH, neighbours=neighbours, tour_sizes=(10, 40),
+                      tour_every=2)
+    one = Trainer(model_config("tiny", 1, 12, 12, True), tc, x, None, "cpu", World())
     grads = None
     for t in range(STEPS):
         one.train_step(np.arange(t * BATCH, (t + 1) * BATCH) % len(x))

@@ -12,7 +12,7 @@ from acnzip.gmm import DiagonalGMM
 from acnzip.modelfile import load_model
 from acnzip.nn import ACN
 from acnzip.nn.prior import mixture_log_prob
-from acnzip.prior_tuning import PriorTuning, tour_pairs, tune_prior
+from acnzip.prior_tuning import PriorTuning, PriorTuningError, tune_prior
 from acnzip.tour import greedy_tour_reference
 
 
@@ -23,25 +23,14 @@ def _walk_codes(n, dim, seed):
             + rng.normal(0, 0.1, (n, dim))).astype(np.float32)
 
 
-def test_tour_pairs_are_the_steps_of_greedy_tours_of_disjoint_subsets():
-    codes = _walk_codes(50, 3, 0)
-    pred, succ = tour_pairs(codes, (20, 50, 80), np.random.default_rng(5))
-    # 2 subsets of 20, one of 50, one of all 50 (80 > N): 19 + 19 + 49 + 49 steps
-    assert len(pred) == len(succ) == 19 * 2 + 49 * 2
-    rng = np.random.default_rng(5)
-    perm = rng.permutation(50)
-    for k, ids in enumerate((perm[:20], perm[20:40])):
-        path = ids[greedy_tour_reference(codes[ids])]
-        np.testing.assert_array_equal(pred[19 * k:19 * (k + 1)], path[:-1])
-        np.testing.assert_array_equal(succ[19 * k:19 * (k + 1)], path[1:])
-    assert len(set(succ[:38].tolist())) == 38                  # disjoint subsets
-    with pytest.raises(ValueError, match="at least 2 images"):
-        tour_pairs(codes[:1], (10,), np.random.default_rng(0))
-
-
 def _tiny_model(seed=0):
     torch.manual_seed(seed)
     return ACN(model_config("tiny")).eval()
+
+
+def test_tuning_refuses_tours_of_fewer_than_two_images():
+    with pytest.raises(PriorTuningError, match="at least 2 images, not 1"):
+        tune_prior(_tiny_model(), _walk_codes(1, 4, 0), PriorTuning(steps=1))
 
 
 def test_only_the_prior_changes_deterministically_and_its_cost_falls():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from acnzip import tour as tour_module
-from acnzip.tour import greedy_tour, greedy_tour_reference, short_tour, tour_cost
+from acnzip.tour import greedy_tour, greedy_tour_reference, short_tour, tour_cost, tour_pairs
 
 
 def _cases():
@@ -133,3 +133,22 @@ def test_short_tour_of_codes_too_large_for_float32_squares():
     line = (np.random.default_rng(7).permutation(50) * 1e18).astype(np.float32)[:, None]
     path = short_tour(line)
     assert np.all(np.diff(line[path, 0]) > 0) or np.all(np.diff(line[path, 0]) < 0)
+
+
+def test_tour_pairs_are_the_steps_of_greedy_tours_of_disjoint_subsets():
+    rng = np.random.default_rng(0)                 # a noisy random walk: near neighbours exist
+    codes = (np.cumsum(rng.normal(0, 0.3, (50, 3)), axis=0)
+             + rng.normal(0, 0.1, (50, 3))).astype(np.float32)
+    pred, succ = tour_pairs(codes, (20, 50, 80), np.random.default_rng(5))
+    # 2 subsets of 20, one of 50, one of all 50 (80 > N): 19 + 19 + 49 + 49 steps
+    assert len(pred) == len(succ) == 19 * 2 + 49 * 2
+    rng = np.random.default_rng(5)
+    perm = rng.permutation(50)
+    for k, ids in enumerate((perm[:20], perm[20:40])):
+        path = ids[greedy_tour_reference(codes[ids])]
+        np.testing.assert_array_equal(pred[19 * k:19 * (k + 1)], path[:-1])
+        np.testing.assert_array_equal(succ[19 * k:19 * (k + 1)], path[1:])
+    assert len(set(succ[:38].tolist())) == 38                  # disjoint subsets
+    with pytest.raises(ValueError, match="at least 2 images"):
+        tour_pairs(codes[:1], (10,), np.random.default_rng(0))
+

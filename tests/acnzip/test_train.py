@@ -9,6 +9,7 @@ import torch
 from acnzip.config import ModelConfig, TrainConfig, model_config, train_config
 from acnzip.data import load_array
 from acnzip.modelfile import load_model
+from acnzip.tour import tour_pairs
 from acnzip.train import RunOptions, TrainingInterrupted, run, train
 from acnzip.trainer import Trainer, TrainError, load_checkpoint, save_checkpoint, validation_loss
 
@@ -79,11 +80,13 @@ def _assert_same(a, b):
     assert (a["step"], a["epoch"], a["history"]) == (b["step"], b["epoch"], b["history"])
 
 
+@pytest.mark.parametrize("neighbours", ["knn", "tour"])
 @pytest.mark.parametrize("stop_at", [3, 5, 9])    # mid-epoch, at an epoch's end, later
-def test_resume_continues_exactly(tmp_path, stop_at):
+def test_resume_continues_exactly(tmp_path, stop_at, neighbours):
     torch.set_num_threads(1)
     x, xv = _synthetic(70, 0), _synthetic(20, 1)         # 5 batches of 16 per epoch
-    mc, tc = _tiny(epochs=3, valid_every=4)
+    mc, tc = _tiny(epochs=3, valid_every=4, neighbours=neighbours, tour_sizes=(10, 30),
+                   tour_every=4)                          # tours rebuilt at steps 0, 4, 8, 12
     whole = Trainer(mc, tc, x, xv)
     assert run(whole, RunOptions(**QUIET)) == "complete"
 
@@ -98,6 +101,42 @@ def test_resume_continues_exactly(tmp_path, stop_at):
     assert run(resumed, RunOptions(checkpoint=ckpt, **QUIET)) == "complete"
     _assert_same(_state(resumed), _state(whole))
     assert whole.progress.step == 15 and len(whole.progress.history) >= 3
+
+
+def test_tour_neighbours_are_predecessors_on_greedy_tours_of_the_store(monkeypatch):
+    x = _synthetic(60, 0)
+    mc, tc = _tiny(neighbours="tour", tour_sizes=(10, 25), tour_every=3)
+    tr = Trainer(mc, tc, x)
+    rng = np.random.default_rng(1)                       # codes with near neighbours
+    tr.store.set_codes(np.cumsum(rng.normal(0, 0.3, (60, mc.latent_dim)), axis=0))
+    replay = np.random.default_rng()
+    replay.bit_generator.state = tr.rng.bit_generator.state
+    tr.build_tours()
+    for row, size in zip(tr.tours, (10, 25)):              # one table per size, same draws
+        pred, succ = tour_pairs(tr.store.codes, (size,), replay)
+        expected = np.full(60, -1)
+        expected[succ] = pred
+        np.testing.assert_array_equal(row, expected)
+    # tour starts, and for 25 the 10 codes left out of the two subsets, have no predecessor
+    assert [(row == -1).sum() for row in tr.tours] == [6, 12]
+
+    idx = np.arange(0, 60, 2)
+    queries = tr.store.codes[idx] + 0.01
+    replay.bit_generator.state = tr.rng.bit_generator.state
+    c_hat = tr.draw_neighbours(queries, idx)
+    knn = tr.store.sample_neighbours(queries, idx, tc.knn_k, replay)
+    pred = tr.tours[replay.integers(0, 2, len(idx)), idx]
+    has = pred >= 0
+    assert 0 < has.sum() < len(idx)
+    np.testing.assert_array_equal(c_hat[has], tr.store.codes[pred[has]])
+    np.testing.assert_array_equal(c_hat[~has], knn[~has])
+
+    built = []                                            # rebuilt every tour_every steps
+    monkeypatch.setattr(tr, "build_tours", lambda: built.append(tr.progress.step)
+                        or Trainer.build_tours(tr))
+    for t in range(7):
+        tr.train_step(np.arange(t * 8, t * 8 + 8) % 60)
+    assert built == [0, 3, 6]
 
 
 def test_ctrl_c_stops_after_a_whole_step_with_a_checkpoint(tmp_path):
