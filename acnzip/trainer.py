@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import io
 import math
 from dataclasses import dataclass, field
@@ -231,6 +232,9 @@ class Trainer:
         self.x = torch.from_numpy(np.ascontiguousarray(train_x)).to(self.device)
         self.data_id = data_identity(train_x)
         self.tours: np.ndarray | None = None     # (len(tour_sizes), N) predecessors, -1: start
+        if tc.neighbours == "tour" and importlib.util.find_spec("faiss") is None:
+            raise TrainError("--neighbours tour needs faiss (pip install faiss-cpu) for its "
+                             "tours, which this Python lacks")
         self.valid_x, self.valid_subset = None, None
         if valid_x is not None and len(valid_x):
             self.valid_x = torch.from_numpy(np.ascontiguousarray(valid_x)).to(self.device)

@@ -17,6 +17,8 @@
 # tiny one: bin-init mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
 # script is called.
 # Python packages the GPU image lacks (constriction) are installed from WHEELS (.gpu/whl) if any.
+# The jobs use Algorithm 1's K-nearest neighbours: --neighbours tour needs faiss, which the GPU
+# image lacks (a 30 MB wheel; the tree has no room for it).
 #
 # When a session is lent a GPU (15 device minutes, 10 per command): prepare .gpu/data with
 # scripts/gpu-data.py and .gpu/whl with `pip download constriction==0.5.0 --no-deps

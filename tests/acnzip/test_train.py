@@ -139,6 +139,17 @@ def test_tour_neighbours_are_predecessors_on_greedy_tours_of_the_store(monkeypat
     assert built == [0, 3, 6]
 
 
+def test_tour_neighbours_without_faiss_are_refused_before_training(monkeypatch):
+    """A GPU image may lack faiss (the code store searches with torch there); the tours need it."""
+    import importlib.util
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "faiss" else find(name, *a))
+    with pytest.raises(TrainError, match="--neighbours tour needs faiss"):
+        Trainer(*_tiny(neighbours="tour"), _synthetic(20, 0))
+    Trainer(*_tiny(), _synthetic(20, 0))                 # the K-nearest draw does not
+
+
 def test_ctrl_c_stops_after_a_whole_step_with_a_checkpoint(tmp_path):
     torch.set_num_threads(1)
     x, xv = _synthetic(70, 0), _synthetic(20, 1)
