@@ -14,15 +14,16 @@
 #   mnist_train55k.npy.xz mnist_valid5k.npy.xz   8-bit MNIST x_train[:55000] / x_train[55000:]
 # DEVICE is cuda (default) or cpu (the CPU test of this script: `scripts/train-gpu.sh out 0.2
 # DATADIR cpu` with JOBS=bin-tiny). JOBS names the jobs to run (default: the four below the
-# tiny one: bin-init mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
+# tiny one and bin-init: bin-tour mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
 # script is called.
 # Python packages the GPU image lacks (constriction) are installed from WHEELS (.gpu/whl) if any.
-# The jobs use Algorithm 1's K-nearest neighbours: --neighbours tour needs faiss, which the GPU
-# image lacks (a 30 MB wheel; the tree has no room for it).
+# The GPU image lacks faiss, which bin-tour (--neighbours tour) needs for its tours: carry its
+# wheel too (18.8 MB; it fits once scripts/gpu-window.sh has taken the retired models out).
 #
 # When a session is lent a GPU (15 device minutes, 10 per command): prepare .gpu/data with
-# scripts/gpu-data.py and .gpu/whl with `pip download constriction==0.5.0 --no-deps
-# --only-binary :all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .gpu/whl`,
+# scripts/gpu-data.py and .gpu/whl with `pip download constriction==0.5.0 faiss-cpu==1.15.1
+# --no-deps --only-binary :all: --python-version 3.12 --platform manylinux_2_28_x86_64
+# --platform manylinux_2_17_x86_64 -d .gpu/whl`,
 # then `scripts/gpu-window.sh prepare` (takes the retired models out of what a device call
 # sends, 64 MiB at most), then at once
 #   device run: command "bash scripts/train-gpu.sh $OUT 7", carry [".gpu"], timeout_s 570
@@ -34,8 +35,8 @@
 set -uo pipefail
 out=${1:?OUTDIR}; minutes=${2:?MINUTES}; data=${3:-}; device=${4:-cuda}
 ckpt=${CKPTDIR:-/tmp/acnzip-ckpt}; wheels=${WHEELS:-}; unpacked=${UNPACKDIR:-/tmp/acnzip-data}
-jobs=${JOBS:-bin-init mnist8-init mnist8-paper bin-paper}
-known=" bin-init mnist8-init mnist8-paper bin-paper bin-tiny "
+jobs=${JOBS:-bin-tour mnist8-init mnist8-paper bin-paper}
+known=" bin-tour bin-init mnist8-init mnist8-paper bin-paper bin-tiny "
 for j in $jobs; do
     [[ $known == *" $j "* ]] || { echo "train-gpu.sh: no job named $j (jobs:$known)" >&2; exit 1; }
 done
@@ -73,10 +74,13 @@ job() {  # NAME ARGS...: one training run in the background, if NAME is among JO
 bin=("$unpacked/bin_train.npy" --valid "$unpacked/bin_valid.npy")
 m8=("$unpacked/mnist_train55k.npy" --valid "$unpacked/mnist_valid5k.npy")
 # Warm starts continue the shipped models (their architecture, a new optimiser, lr 1e-3 for
-# weights that are trained already); the fresh `paper` jobs (10 x 64) are the larger opt-in
+# weights that are trained already; bin-tour with the coders' neighbours, --neighbours tour,
+# at the CPU legs' lr 1e-4 scaled by 2 for batch 256); the fresh `paper` jobs (10 x 64) are the larger opt-in
 # candidates (a 5 x 32 or 8 x 32 model trained from scratch in one window is far behind the
 # shipped ones: acnzip/models/README.md).
 job bin-init "${bin[@]}" --init acnzip/models/binarized-mnist.pt --batch-size 256 --lr 1e-3
+job bin-tour "${bin[@]}" --init acnzip/models/binarized-mnist.pt --neighbours tour \
+    --batch-size 256 --lr 2e-4
 job mnist8-init "${m8[@]}" --init acnzip/models/mnist.pt --batch-size 256 --lr 1e-3
 paper=(--config paper --batch-size 256 --lr 1e-3 --kl-warmup 3000 --polyak-decay 0.999
        --precision bf16)

@@ -44,14 +44,16 @@ def _run(tmp_path, jobs, out, minutes="0.02"):
 @pytest.mark.slow
 def test_gpu_script_warm_starts_continue_the_shipped_models(tmp_path):
     _data(tmp_path)
-    done = _run(tmp_path, "bin-init mnist8-init", tmp_path / "out")
+    done = _run(tmp_path, "bin-init bin-tour mnist8-init", tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     models = Path(SCRIPT).parents[1] / "acnzip" / "models"
-    for name, shipped in (("bin-init", "binarized-mnist.pt"), ("mnist8-init", "mnist.pt")):
+    for name, shipped in (("bin-init", "binarized-mnist.pt"), ("bin-tour", "binarized-mnist.pt"),
+                          ("mnist8-init", "mnist.pt")):
         m, ship = load_model(tmp_path / "out" / f"{name}.pt"), load_model(models / shipped)
         assert m.metadata["init"]["file"] == shipped
         assert m.config == ship.config          # the shipped architecture, trained further
         assert m.metadata["train_data"]["n"] == 64
+        assert m.train_config.neighbours == ("tour" if name == "bin-tour" else "knn")
 
 
 def test_gpu_script_refuses_an_unknown_job_before_starting_anything(tmp_path):
@@ -77,8 +79,9 @@ def test_gpu_training_script_writes_a_model_and_a_checkpoint_on_the_cpu(tmp_path
 
 
 DEVICE_TREE_LIMIT = 64 * 2 ** 20     # what one device call may send: tracked files + carried paths
-GPU_CARRY_BYTES = 10_000_000         # .gpu: scripts/gpu-data.py's four .npy.xz files (9,465,392
-                                     # bytes) and the constriction wheel (405,717 bytes)
+GPU_CARRY_BYTES = 29_000_000         # .gpu: scripts/gpu-data.py's four .npy.xz files (9,465,392
+                                     # bytes), the constriction wheel (405,717) and faiss-cpu's
+                                     # (18,834,180)
 
 
 WINDOW = SCRIPT.with_name("gpu-window.sh")
