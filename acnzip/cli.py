@@ -223,6 +223,9 @@ def _report(result, output: Path) -> None:
         fv = meta["final_valid"]
         line += (f"; validation {fv['total']:.2f} nats/image ({fv['bits_per_dim']:.4f} bits/dim),"
                  f" {fv['total_gmm']:.2f} with p(z) alone")
+        if "set" in fv:
+            line += (f"; the coders: --order set {fv['set']:.2f}, the greedy tour "
+                     f"{fv['ordered']:.2f}")
     line += f"; p(z) has {meta['gmm_components']} components; checkpoint {result.checkpoint}"
     click.echo(line, err=True)
 

@@ -32,14 +32,12 @@ import torch
 from tqdm import tqdm
 
 from .errors import AcnzipError
-from .evaluate import associative_kl, log_multinomial, tour_kl
 from .gmm import DiagonalGMM
 from .nn import ACN
 from .nn.prior import mixture_log_prob
-from .tour import greedy_tour, tour_pairs
+from .tour import tour_pairs
 
-__all__ = ["PriorTuning", "PriorTuningError", "tune_prior", "tour_and_set_kl",
-           "tune_prior_file"]
+__all__ = ["PriorTuning", "PriorTuningError", "tune_prior", "tune_prior_file"]
 
 
 class PriorTuningError(AcnzipError):
@@ -104,30 +102,15 @@ def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorT
     return losses
 
 
-@torch.no_grad()
-def tour_and_set_kl(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int = 0) -> dict:
-    """The latent costs of the coders on the images `pixels` (N, C, H, W), nats/image: the
-    Table-2 rows kl_tour ("tour": along the greedy tour) and kl_set ("set": the associative
-    prior in a seeded order, net of the bits the order returns), computed as evaluate.py does
-    (z = c + eps, eps seeded as there), so they equal `acnzip eval`'s for the same seed."""
-    c = torch.from_numpy(model.codes(pixels))
-    eps = torch.randn(c.shape, generator=torch.Generator().manual_seed(seed))
-    order = np.random.default_rng(seed).permutation(len(c))
-    return {"tour": float(tour_kl(model, gmm, c, eps, greedy_tour(c.numpy())).mean()),
-            "set": float(associative_kl(model, gmm, c, eps, order).mean()
-                         - log_multinomial(pixels) / len(c))}
-
-
 def _validate(model: ACN, gmm: DiagonalGMM, vpix: np.ndarray, train_codes: np.ndarray,
               knn_k: int) -> dict:
-    """tour_and_set_kl on the validation images, and the validation `acnzip train` reports
-    (trainer.final_validation: c_hat among the knn_k nearest training codes, seed 0)."""
+    """The validation `acnzip train` records (trainer.final_validation: Algorithm 1's, c_hat
+    among the knn_k nearest training codes, and the coders' KLs), keyed as tune-prior prints."""
     from .trainer import final_validation
 
-    out = tour_and_set_kl(model, gmm, vpix)
     final = final_validation(model, torch.from_numpy(vpix), train_codes, knn_k, gmm)
-    out["ordered"] = out["tour"] + final["recon"]
-    return {**out, "final_valid": final}
+    return {"tour": final["kl_tour"], "set": final["kl_set"], "ordered": final["ordered"],
+            "final_valid": final}
 
 
 def tune_prior_file(model_path, data, out, valid=None, tuning: PriorTuning = PriorTuning(),

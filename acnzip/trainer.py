@@ -154,10 +154,21 @@ def validation_loss(model: ACN, x: torch.Tensor, store: CodeStore, k: int, seed:
 def final_validation(model: ACN, x: torch.Tensor, train_codes: np.ndarray, k: int, gmm,
                      device: str | torch.device = "cpu") -> dict:
     """The validation a model file records (final_valid): validation_loss of images x against
-    a store of the model's own training codes, seed VALID_SEED, with bits_per_dim added."""
+    a store of the model's own training codes, seed VALID_SEED (Algorithm 1's: c_hat among the
+    k nearest), with bits_per_dim added; and what the coders pay on x, nats/image
+    (evaluate.coder_kls, seed VALID_SEED): kl_tour, ordered = kl_tour + recon (Table 2's
+    ordered, `--order tour` along the greedy tour), kl_set and set = kl_set + recon (`--order
+    set`). The coders' figures need faiss (the greedy tour), absent from a GPU image: there
+    they are left out."""
     final = validation_loss(model, x, CodeStore.from_codes(train_codes, device), k,
                             seed=VALID_SEED, gmm=gmm)
     final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(x.shape[1:])))
+    if len(x) >= 2 and importlib.util.find_spec("faiss") is not None:
+        from .evaluate import coder_kls
+        on_cpu = copy.deepcopy(model).cpu() if x.device.type != "cpu" else model
+        kls = coder_kls(on_cpu.eval(), gmm, x.cpu().numpy(), seed=VALID_SEED)
+        final.update(kls, ordered=kls["kl_tour"] + final["recon"],
+                     set=kls["kl_set"] + final["recon"])
     return final
 
 

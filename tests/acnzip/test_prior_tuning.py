@@ -124,12 +124,11 @@ def test_tune_prior_never_replaces_its_input_or_an_existing_file(tuned, binary_m
 
 def test_validation_figures_are_table2s_rows(binary_model):
     """tune-prior's before/after figures are `acnzip eval`'s kl_tour and kl_set, same seed."""
-    from acnzip.evaluate import evaluate_model
-    from acnzip.prior_tuning import tour_and_set_kl
+    from acnzip.evaluate import coder_kls, evaluate_model
     mf = load_model(binary_model)
     x = (np.random.default_rng(4).random((30, 1, 28, 28)) < 0.3).astype(np.uint8)
     x[7] = x[3]                                     # a repeated image: the order's bits differ
     table = evaluate_model(mf.model, mf.gmm, x, seed=0)
-    got = tour_and_set_kl(mf.model, mf.gmm, x, seed=0)
-    assert got["tour"] == pytest.approx(table["kl_tour"], rel=1e-12)
-    assert got["set"] == pytest.approx(table["kl_set"], rel=1e-12)
+    got = coder_kls(mf.model, mf.gmm, x, seed=0)
+    assert got["kl_tour"] == pytest.approx(table["kl_tour"], rel=1e-12)
+    assert got["kl_set"] == pytest.approx(table["kl_set"], rel=1e-12)

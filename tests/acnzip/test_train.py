@@ -8,6 +8,7 @@ import torch
 
 from acnzip.config import ModelConfig, TrainConfig, model_config, train_config
 from acnzip.data import load_array
+from acnzip.evaluate import evaluate_model
 from acnzip.modelfile import load_model
 from acnzip.tour import tour_pairs
 from acnzip.train import RunOptions, TrainingInterrupted, run, train
@@ -204,6 +205,11 @@ def test_train_writes_a_model_file_that_loads(tmp_path):
     z = torch.randn(4, 4)
     assert torch.equal(m.model.decoder(x, z), tr.polyak.model.decoder(x, z))
     assert not any(k.endswith("mask") for k in torch.load(out, weights_only=True)["weights"])
+    # and records what the coders pay on the validation images: Table 2's rows, seed 0
+    fv, table = meta["final_valid"], evaluate_model(m.model, m.gmm, valid.model_pixels(), seed=0)
+    assert fv["kl_tour"] == pytest.approx(table["kl_tour"], rel=1e-9)
+    assert fv["kl_set"] == pytest.approx(table["kl_set"], rel=1e-9)
+    assert fv["ordered"] == fv["kl_tour"] + fv["recon"] and fv["set"] == fv["kl_set"] + fv["recon"]
 
 
 def _tiny_model_file(tmp_path, **arch):
