@@ -19,9 +19,10 @@ and each image's predecessor on its tour is recorded, one table per size; a step
 an image is then its predecessor's code in the store, in a table drawn uniformly per image (the
 K-nearest draw where the image starts its tour). greedy_tour is exact (its result depends on the
 codes' values alone, not on threads or batch shapes), so every rank builds the same tables from
-the same store and the same RNG. Measured from the shipped binarized model, 33 minutes: every
-coder's KL fell (test, greedy-tour ordered 76.93 -> 76.83, --order set 75.00 -> 74.74
-nats/image) while the recon rose 0.5; the rebuild costs 11 s per 500 steps for 50,000 codes.
+the same store and the same RNG. Measured with a script doing the same (session 15), 33
+minutes from the shipped binarized model: every coder's KL fell (test, greedy-tour ordered
+76.93 -> 76.83, --order set 75.00 -> 74.74 nats/image) while the recon rose 0.5; the rebuild
+takes 11 s per 500 steps for 50,000 codes (one thread).
 
 A checkpoint holds everything the steps depend on (weights, optimiser, code store, RNGs,
 where the epoch is), so a Trainer rebuilt from one continues bit for bit as if never stopped
