@@ -127,7 +127,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--neighbours", type=click.Choice(["knn", "tour"]),
               help="c_hat: a draw among the K=5 nearest stored codes (Algorithm 1), or each "
               "image's predecessor on greedy tours through random subsets of 2,500-25,000 "
-              "codes, the neighbours the coders use (better archives from --init) [knn].")
+              "codes, the neighbours the coders use (the K=5 draw at tour starts; better "
+              "archives from --init) [knn].")
 @click.option("--seed", type=int, help="Seeds initialisation, code store, batches, noise [0].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)

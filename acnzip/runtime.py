@@ -16,12 +16,17 @@ LN2 = float(np.log(2))      # nats per bit
 
 def torch_session(threads: int | None) -> None:
     """Pin what changes torch's float results between runs on one machine: the thread count
-    (when given) and the convolution backend (oneDNN on; with it off, batches >= 16 go to
+    (when given; faiss's too) and the convolution backend (oneDNN on; with it off, batches >= 16 go to
     NNPACK, whose results depend on inputs beyond the PixelCNN's mask). Archives record the
     thread count; Alice and Bob both call this before any network runs."""
     torch.backends.mkldnn.enabled = True
     if threads:
         torch.set_num_threads(threads)
+        try:                          # faiss (tours, neighbour search) has its own OpenMP pool
+            import faiss
+            faiss.omp_set_num_threads(threads)
+        except Exception:             # absent or broken (a GPU image): nothing to limit
+            pass
 
 
 def machine(device: torch.device | str = "cpu") -> dict:

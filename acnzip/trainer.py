@@ -17,7 +17,8 @@ decoded before), which in a set of a few thousand images are farther apart. So e
 `tour_sizes`, each subset is toured greedily (tour.greedy_tour, the coder's own exact tour),
 and each image's predecessor on its tour is recorded, one table per size; a step's c_hat for
 an image is then its predecessor's code in the store, in a table drawn uniformly per image (the
-K-nearest draw where the image starts its tour). greedy_tour is exact (its result depends on the
+K-nearest draw where the image starts its tour, or where a size does not divide the store and
+the image is left out of that size's subsets). greedy_tour is exact (its result depends on the
 codes' values alone, not on threads or batch shapes), so every rank builds the same tables from
 the same store and the same RNG. Measured with a script doing the same (session 15), 33
 minutes from the shipped binarized model: every coder's KL fell (test, greedy-tour ordered
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
+import importlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -75,6 +76,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 VALID_SEED = 0   # the periodic validation's subset, and the draws of it and of the final one
+
+
+def have_faiss() -> bool:
+    """Whether faiss imports here (the tours need it; a GPU image may lack it, or hold a wheel
+    that cannot load)."""
+    try:
+        importlib.import_module("faiss")
+    except Exception:
+        return False
+    return True
 
 
 class Polyak:
@@ -156,15 +167,14 @@ def final_validation(model: ACN, x: torch.Tensor, train_codes: np.ndarray, k: in
                      device: str | torch.device = "cpu") -> dict:
     """The validation a model file records (final_valid): validation_loss of images x against
     a store of the model's own training codes, seed VALID_SEED (Algorithm 1's: c_hat among the
-    k nearest), with bits_per_dim added; and what the coders pay on x, nats/image
-    (evaluate.coder_kls, seed VALID_SEED): kl_tour, ordered = kl_tour + recon (Table 2's
-    ordered, `--order tour` along the greedy tour), kl_set and set = kl_set + recon (`--order
-    set`). The coders' figures need faiss (the greedy tour), absent from a GPU image: there
+    k nearest), with bits_per_dim added; and what the coders pay on x, nats/image: Table 2's
+    kl_tour (along the greedy tour) and kl_set (`--order set`) from evaluate.coder_kls, seed
+    VALID_SEED, and with the recon above ordered = kl_tour + recon and set = kl_set + recon. The coders' figures need faiss (the greedy tour), absent from a GPU image: there
     they are left out."""
     final = validation_loss(model, x, CodeStore.from_codes(train_codes, device), k,
                             seed=VALID_SEED, gmm=gmm)
     final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(x.shape[1:])))
-    if len(x) >= 2 and importlib.util.find_spec("faiss") is not None:
+    if len(x) >= 2 and have_faiss():
         from .evaluate import coder_kls
         on_cpu = copy.deepcopy(model).cpu() if x.device.type != "cpu" else model
         kls = coder_kls(on_cpu.eval(), gmm, x.cpu().numpy(), seed=VALID_SEED)
@@ -244,9 +254,9 @@ class Trainer:
         self.x = torch.from_numpy(np.ascontiguousarray(train_x)).to(self.device)
         self.data_id = data_identity(train_x)
         self.tours: np.ndarray | None = None     # (len(tour_sizes), N) predecessors, -1: start
-        if tc.neighbours == "tour" and importlib.util.find_spec("faiss") is None:
+        if tc.neighbours == "tour" and not have_faiss():
             raise TrainError("--neighbours tour needs faiss (pip install faiss-cpu) for its "
-                             "tours, which this Python lacks")
+                             "tours, which this Python lacks or cannot import")
         self.valid_x, self.valid_subset = None, None
         if valid_x is not None and len(valid_x):
             self.valid_x = torch.from_numpy(np.ascontiguousarray(valid_x)).to(self.device)

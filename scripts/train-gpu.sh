@@ -16,7 +16,7 @@
 # DATADIR cpu` with JOBS=bin-tiny). JOBS names the jobs to run (default: the four below the
 # tiny one and bin-init: bin-tour mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
 # script is called.
-# Python packages the GPU image lacks (constriction) are installed from WHEELS (.gpu/whl) if any.
+# Python packages the GPU image lacks (constriction, faiss) are installed from WHEELS (.gpu/whl).
 # The GPU image lacks faiss, which bin-tour (--neighbours tour) needs for its tours: carry its
 # wheel too (18.8 MB; it fits once scripts/gpu-window.sh has taken the retired models out).
 #
@@ -46,7 +46,7 @@ out=$(cd "$out" && pwd); ckpt=$(cd "$ckpt" && pwd); unpacked=$(cd "$unpacked" &&
 cd "$(dirname "$0")/.." || exit 1
 data=${data:-.gpu/data}; wheels=${wheels:-.gpu/whl}
 py=${PYTHON:-python3}
-if ! $py -c "import constriction" 2>/dev/null && ls "$wheels"/*.whl >/dev/null 2>&1; then
+if ! $py -c "import constriction, faiss" 2>/dev/null && ls "$wheels"/*.whl >/dev/null 2>&1; then
     $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/acnzip-site \
         "$wheels"/*.whl || exit 1
     export PYTHONPATH=/tmp/acnzip-site${PYTHONPATH:+:$PYTHONPATH}

@@ -136,6 +136,9 @@ def test_gpu_window_takes_the_retired_models_out_of_what_travels_and_puts_them_b
         return subprocess.run(["bash", "scripts/gpu-window.sh", step], cwd=repo,
                               capture_output=True, text=True, timeout=60)
 
+    done = window("restore")                                   # out of turn: nothing changes
+    assert done.returncode == 1 and "not prepared" in done.stderr
+    assert _git(repo, "ls-files") == before
     done = window("prepare")                                   # no .gpu yet
     assert done.returncode == 1 and "build .gpu/data" in done.stderr
     assert _git(repo, "ls-files") == before
@@ -155,8 +158,14 @@ def test_gpu_window_takes_the_retired_models_out_of_what_travels_and_puts_them_b
 
     done = window("restore")
     assert done.returncode == 0, done.stderr
+    assert window("restore").returncode == 1                   # once only
     assert _git(repo, "ls-files") == before
     assert _git(repo, "status", "--porcelain", "--", "acnzip") == ""
     assert exclude.read_text() == exclude_before + "/.gpu/\n"
     for name, blob in blobs.items():
         assert (retired / name).read_bytes() == blob
+    (retired / "new.pt.packed").write_bytes(b"a model being shipped")
+    _git(repo, "add", "acnzip")
+    done = window("prepare")                                   # uncommitted work in retired/
+    assert done.returncode == 1 and "changes not in HEAD" in done.stderr
+    assert "acnzip/models/retired/new.pt.packed" in _git(repo, "diff", "--cached", "--name-only")

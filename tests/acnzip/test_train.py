@@ -1,6 +1,7 @@
 """Training: the loss goes down on real data, checkpoints resume exactly, model files load."""
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -82,7 +83,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize("neighbours", ["knn", "tour"])
-@pytest.mark.parametrize("stop_at", [3, 5, 9])    # mid-epoch, at an epoch's end, later
+@pytest.mark.parametrize("stop_at", [3, 5, 8, 9])  # mid-epoch, an epoch's end, a rebuild, later
 def test_resume_continues_exactly(tmp_path, stop_at, neighbours):
     torch.set_num_threads(1)
     x, xv = _synthetic(70, 0), _synthetic(20, 1)         # 5 batches of 16 per epoch
@@ -142,10 +143,7 @@ def test_tour_neighbours_are_predecessors_on_greedy_tours_of_the_store(monkeypat
 
 def test_tour_neighbours_without_faiss_are_refused_before_training(monkeypatch):
     """A GPU image may lack faiss (the code store searches with torch there); the tours need it."""
-    import importlib.util
-    find = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "faiss" else find(name, *a))
+    monkeypatch.setitem(sys.modules, "faiss", None)          # import faiss fails
     with pytest.raises(TrainError, match="--neighbours tour needs faiss"):
         Trainer(*_tiny(neighbours="tour"), _synthetic(20, 0))
     Trainer(*_tiny(), _synthetic(20, 0))                 # the K-nearest draw does not
@@ -209,7 +207,6 @@ def test_train_writes_a_model_file_that_loads(tmp_path):
     fv, table = meta["final_valid"], evaluate_model(m.model, m.gmm, valid.model_pixels(), seed=0)
     assert fv["kl_tour"] == pytest.approx(table["kl_tour"], rel=1e-9)
     assert fv["kl_set"] == pytest.approx(table["kl_set"], rel=1e-9)
-    assert fv["ordered"] == fv["kl_tour"] + fv["recon"] and fv["set"] == fv["kl_set"] + fv["recon"]
 
 
 def _tiny_model_file(tmp_path, **arch):
