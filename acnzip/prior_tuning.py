@@ -24,7 +24,6 @@ model, codes and arguments give the same weights on the same machine.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,6 +35,7 @@ from .gmm import DiagonalGMM
 from .nn import ACN
 from .nn.prior import mixture_log_prob
 from .tour import tour_pairs
+from .trainer import Polyak, data_identity, final_validation
 
 __all__ = ["PriorTuning", "PriorTuningError", "tune_prior", "tune_prior_file"]
 
@@ -73,9 +73,8 @@ def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorT
     pred, succ = map(torch.from_numpy, tour_pairs(train_codes, tuning.set_sizes, rng))
     codes = torch.from_numpy(np.ascontiguousarray(train_codes, dtype=np.float32))
     prior = model.prior
-    average = copy.deepcopy(prior)
-    for p in average.parameters():
-        p.requires_grad_(False)
+    average = Polyak(prior, tuning.ema_decay)
+    average.settle()                      # the prior starts trained: no warm-up of the average
     opt = torch.optim.Adam(prior.parameters(), lr=tuning.lr)
     losses, acc = [], 0.0
     prior.train()
@@ -88,16 +87,12 @@ def tune_prior(model: ACN, train_codes: np.ndarray, tuning: PriorTuning = PriorT
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            for avg, live in zip(average.parameters(), prior.parameters()):
-                avg.mul_(tuning.ema_decay).add_(live, alpha=1 - tuning.ema_decay)
+        average.update(prior)
         acc += float(loss.detach())
         if step % 100 == 0:
             losses.append(acc / 100)
             acc = 0.0
-    with torch.no_grad():
-        for avg, live in zip(average.parameters(), prior.parameters()):
-            live.copy_(avg)
+    prior.load_state_dict(average.model.state_dict())
     model.eval()
     return losses
 
@@ -106,8 +101,6 @@ def _validate(model: ACN, gmm: DiagonalGMM, vpix: np.ndarray, train_codes: np.nd
               knn_k: int) -> dict:
     """The validation `acnzip train` records (trainer.final_validation: Algorithm 1's, c_hat
     among the knn_k nearest training codes, and the coders' KLs), keyed as tune-prior prints."""
-    from .trainer import final_validation
-
     final = final_validation(model, torch.from_numpy(vpix), train_codes, knn_k, gmm)
     return {"tour": final["kl_tour"], "set": final["kl_set"], "ordered": final["ordered"],
             "final_valid": final}
@@ -124,7 +117,6 @@ def tune_prior_file(model_path, data, out, valid=None, tuning: PriorTuning = Pri
     import time
 
     from .modelfile import check_fits, file_sha256, load_model, save_model
-    from .trainer import data_identity
 
     t0 = time.monotonic()
     mf = load_model(model_path)
