@@ -45,7 +45,8 @@ from .runtime import LN2, torch_session
 from .tour import greedy_tour, short_tour
 
 __all__ = ["table2", "evaluate_model", "coder_kls", "conditional_kl", "unconditional_kl",
-           "tour_kl", "associative_kl", "log_multinomial", "TABLE2_ROWS", "pca_basis", "linear_probe", "probe"]
+           "tour_kl", "associative_kl", "log_multinomial", "TABLE2_ROWS", "pca_basis",
+           "linear_probe", "probe"]
 
 TABLE2_ROWS = ("kl_k1", "kl_k5", "kl_k10", "kl_tour", "kl_uncond", "recon", "ordered",
                "unordered", "kl_short", "short", "kl_keep", "kl_set", "keep", "set")
@@ -132,6 +133,17 @@ def _codes_and_recon(model: ACN, pixels: np.ndarray, eps: torch.Tensor, batch: i
     return torch.cat(codes), np.concatenate(recon)
 
 
+def _tour_and_set_kl(model: ACN, gmm: DiagonalGMM, codes: torch.Tensor, eps: torch.Tensor,
+                     pixels: np.ndarray, seed: int) -> tuple[float, float]:
+    """Table 2's kl_tour and kl_set (nats/image) at z = codes + eps, the set in the order
+    `seed` draws, net of the bits that order returns."""
+    order = np.random.default_rng(seed).permutation(len(codes))
+    kl_tour = float(tour_kl(model, gmm, codes, eps, greedy_tour(codes.numpy())).mean())
+    kl_set = float(associative_kl(model, gmm, codes, eps, order).mean()
+                   - log_multinomial(pixels) / len(codes))
+    return kl_tour, kl_set
+
+
 @torch.no_grad()
 def coder_kls(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int = 0) -> dict:
     """Table 2's kl_tour (along the greedy tour) and kl_set (the associative prior in a seeded
@@ -140,10 +152,8 @@ def coder_kls(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int = 0) -
     the rest of the table. `model` on the CPU."""
     c = torch.from_numpy(model.codes(pixels))
     eps = torch.randn(c.shape, generator=torch.Generator().manual_seed(seed))
-    order = np.random.default_rng(seed).permutation(len(c))
-    return {"kl_tour": float(tour_kl(model, gmm, c, eps, greedy_tour(c.numpy())).mean()),
-            "kl_set": float(associative_kl(model, gmm, c, eps, order).mean()
-                            - log_multinomial(pixels) / len(c))}
+    kl_tour, kl_set = _tour_and_set_kl(model, gmm, c, eps, pixels, seed)
+    return {"kl_tour": kl_tour, "kl_set": kl_set}
 
 
 def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int = 0,
@@ -162,7 +172,8 @@ def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int =
     for k in (1, 5, 10):
         c_hat = torch.from_numpy(store.sample_neighbours(codes.numpy(), own, k, rng))
         out[f"kl_k{k}"] = float(conditional_kl(model, codes, c_hat, eps).mean())
-    out["kl_tour"] = float(tour_kl(model, gmm, codes, eps, greedy_tour(codes.numpy())).mean())
+    kl_tour, kl_set = _tour_and_set_kl(model, gmm, codes, eps, pixels, seed)
+    out["kl_tour"] = kl_tour
     out["kl_uncond"] = float(unconditional_kl(gmm, codes, eps).mean())
     out["recon"] = float(recon.mean())
     out["ordered"] = out["kl_tour"] + out["recon"]
@@ -170,9 +181,7 @@ def evaluate_model(model: ACN, gmm: DiagonalGMM, pixels: np.ndarray, seed: int =
     out["kl_short"] = float(tour_kl(model, gmm, codes, eps, short_tour(codes.numpy())).mean())
     out["short"] = out["kl_short"] + out["recon"]
     out["kl_keep"] = float(associative_kl(model, gmm, codes, eps, own).mean())
-    shuffled = np.random.default_rng(seed).permutation(n)
-    out["kl_set"] = float(associative_kl(model, gmm, codes, eps, shuffled).mean()
-                          - log_multinomial(pixels) / n)
+    out["kl_set"] = kl_set
     out["keep"] = out["kl_keep"] + out["recon"]
     out["set"] = out["kl_set"] + out["recon"]
     dims = int(np.prod(pixels.shape[1:]))

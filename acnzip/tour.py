@@ -187,7 +187,6 @@ def tour_pairs(codes: np.ndarray, set_sizes, rng: np.random.Generator
     return np.concatenate(pred), np.concatenate(succ)
 
 
-
 # ----- a shorter path: greedy matching, then 2-opt and Or-opt -----
 
 MAX_SHIFT = 50_000      # the longest stretch of the path one local-search move may rewrite

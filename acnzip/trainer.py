@@ -169,8 +169,9 @@ def final_validation(model: ACN, x: torch.Tensor, train_codes: np.ndarray, k: in
     a store of the model's own training codes, seed VALID_SEED (Algorithm 1's: c_hat among the
     k nearest), with bits_per_dim added; and what the coders pay on x, nats/image: Table 2's
     kl_tour (along the greedy tour) and kl_set (`--order set`) from evaluate.coder_kls, seed
-    VALID_SEED, and with the recon above ordered = kl_tour + recon and set = kl_set + recon. The coders' figures need faiss (the greedy tour), absent from a GPU image: there
-    they are left out."""
+    VALID_SEED, and with the recon above ordered = kl_tour + recon and set = kl_set + recon.
+    The coders' figures need faiss (the greedy tour), absent from a GPU image: there they are
+    left out."""
     final = validation_loss(model, x, CodeStore.from_codes(train_codes, device), k,
                             seed=VALID_SEED, gmm=gmm)
     final["bits_per_dim"] = final["total"] / (LN2 * int(np.prod(x.shape[1:])))

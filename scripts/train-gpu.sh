@@ -14,8 +14,8 @@
 #   mnist_train55k.npy.xz mnist_valid5k.npy.xz   8-bit MNIST x_train[:55000] / x_train[55000:]
 # DEVICE is cuda (default) or cpu (the CPU test of this script: `scripts/train-gpu.sh out 0.2
 # DATADIR cpu` with JOBS=bin-tiny). JOBS names the jobs to run (default: the four below the
-# tiny one and bin-init: bin-tour mnist8-init mnist8-paper bin-paper). Relative paths are taken from where the
-# script is called.
+# tiny one and bin-init: bin-tour mnist8-init mnist8-paper bin-paper). Relative paths are
+# taken from where the script is called.
 # Python packages the GPU image lacks (constriction, faiss) are installed from WHEELS (.gpu/whl).
 # The GPU image lacks faiss, which bin-tour (--neighbours tour) needs for its tours: carry its
 # wheel too (18.8 MB; it fits once scripts/gpu-window.sh has taken the retired models out).
@@ -29,7 +29,8 @@
 #   device run: command "bash scripts/train-gpu.sh $OUT 7", carry [".gpu"], timeout_s 570
 # which brings back the four models and their logs (8 files); p(z) is fitted on the GPU too;
 # then `scripts/gpu-window.sh restore`. (The test test_the_tracked_tree_leaves_room_for_the_
-# gpu_data keeps the rest of the tracked tree small enough for .gpu's 9.9 MB.)
+# gpu_data keeps the rest of the tracked tree small enough for .gpu's 29 MB: 9.9 MB of data,
+# 19.2 MB of wheels.)
 # A new session's checkout has no .gpu (nor runs/): build it first, as above.
 # Models are then measured here, on the CPU (benchmarks/run.py), and shipped only if better.
 set -uo pipefail
@@ -75,9 +76,9 @@ bin=("$unpacked/bin_train.npy" --valid "$unpacked/bin_valid.npy")
 m8=("$unpacked/mnist_train55k.npy" --valid "$unpacked/mnist_valid5k.npy")
 # Warm starts continue the shipped models (their architecture, a new optimiser, lr 1e-3 for
 # weights that are trained already; bin-tour with the coders' neighbours, --neighbours tour,
-# at the CPU legs' lr 1e-4 scaled by 2 for batch 256); the fresh `paper` jobs (10 x 64) are the larger opt-in
-# candidates (a 5 x 32 or 8 x 32 model trained from scratch in one window is far behind the
-# shipped ones: acnzip/models/README.md).
+# at the CPU legs' lr 1e-4 scaled by 2 for batch 256); the fresh `paper` jobs (10 x 64) are
+# the larger opt-in candidates (a 5 x 32 or 8 x 32 model trained from scratch in one window is
+# far behind the shipped ones: acnzip/models/README.md).
 job bin-init "${bin[@]}" --init acnzip/models/binarized-mnist.pt --batch-size 256 --lr 1e-3
 job bin-tour "${bin[@]}" --init acnzip/models/binarized-mnist.pt --neighbours tour \
     --batch-size 256 --lr 2e-4
