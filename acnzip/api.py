@@ -9,6 +9,7 @@ atomically.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,13 @@ from tqdm import tqdm
 from codec import AnsStack, BinGrid, CodecError
 from codec.window import DEFAULT_WINDOW
 from . import __version__
-from .archive import (Archive, ArchiveError, associative, check_header, check_paths,
+from .archive import (MAGIC, Archive, ArchiveError, associative, check_header, check_paths,
                       fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
                       unpack_files, unpack_names, write_archive)
 from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
+from .inputs import open_regular
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
                         model_file_name, read_model_bytes, shipped_model_for)
 from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
@@ -151,6 +153,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     t0 = time.perf_counter()
     out = Path(out)
     check_output(out, force)
+    refuse_replacing_input(out, data, "the archive")
     if not out.absolute().parent.is_dir():
         raise CompressError(f"{out.parent}: no such folder for the archive")
     if order not in ORDERS:
@@ -158,14 +161,15 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     if tour not in TOURS:
         raise CompressError(f"--tour must be one of {', '.join(TOURS)}, not {tour!r}")
     ds = load_dataset(data, exclude=out)
+    _check_restorable(ds, order)
     pixels = ds.model_pixels()                                           # (N, C, H, W)
     shape = pixels.shape[1:]
     model_path = Path(model) if model else default_model_path(shape, ds.binary)
     try:
         model_blob = read_model_bytes(model_path)
     except OSError as exc:
-        raise CompressError(f"cannot read the model {model_path}: {exc.strerror}") from None
-    mf = load_model(model_blob)
+        raise CompressError(f"cannot read the model {model_path}: {exc.strerror or exc}") from None
+    mf = load_model(model_blob, name=model_file_name(model_path))
     check_fits(mf, shape, ds.binary, f"model {model_file_name(model_path)}")
     torch_session(threads)
     n = len(pixels)
@@ -246,6 +250,48 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     return report.as_dict()
 
 
+def refuse_replacing_input(path: Path, data, what: str) -> None:
+    """Refuse an output that would replace one of the inputs (with -f): the DATA file itself
+    or a file inside the DATA folder -- except, for the archive, an earlier acnzip archive
+    there, which is left out of the inputs (data.load_folder's `exclude`)."""
+    path, src = Path(path), Path(data)
+    if not src.exists() and ":" in str(data):
+        src = Path(str(data).rsplit(":", 1)[0])
+    if not os.path.lexists(path) or not src.exists():
+        return
+    target, src = path.resolve(), src.resolve()
+    inside = src.is_dir() and target.is_relative_to(src)
+    if target == src or (inside and not (what == "the archive" and _is_archive(target))):
+        raise CompressError(f"{path} is one of the files being compressed: refusing to "
+                            f"replace it with {what}")
+
+
+def _is_archive(path: Path) -> bool:
+    try:
+        with open_regular(path) as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def _check_restorable(ds, order: str) -> None:
+    """Refuse (before any coding) a folder decompress could not restore: the paths it will
+    write -- the images under their .png names (--order keep) or as 0.png, 1.png, ... (set,
+    tour), and every kept file -- must be distinct and none a folder of another, the check
+    decompress makes (_output_paths)."""
+    if ds.origin["kind"] != "folder":
+        return
+    header = {"n_images": len(ds), "source": ds.origin}
+    try:
+        _output_paths(header, ds.names if order == "keep" else None, ds.other_files,
+                      "the restored folder")
+    except ArchiveError as exc:
+        why = str(exc)
+        hint = "" if order == "keep" else \
+            f" (--order {order} restores the images as 0.png, 1.png, ...; try --order keep)"
+        raise CompressError(f"cannot store this folder: {why}{hint}") from None
+
+
 def _encode_chains(coder: Coder, pixels, tour, layout: Layout, quiet: bool):
     """--order tour: the chains along `tour`. Returns (stack, initial words, costs)."""
     words = seed_words(int(layout.active(layout.steps - 1).sum()), coder.model.config.latent_dim)
@@ -283,7 +329,7 @@ def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[Model
         try:
             blob, what = read_model_bytes(Path(model)), f"model {model_file_name(model)}"
         except OSError as exc:
-            raise CompressError(f"cannot read the model {model}: {exc.strerror}") from None
+            raise CompressError(f"cannot read the model {model}: {exc.strerror or exc}") from None
     elif archive.model:
         blob, what = archive.model, "the embedded model"
     else:
@@ -296,7 +342,7 @@ def _load_for_archive(archive: Archive, model: str | Path | None) -> tuple[Model
     if sha256 != h["model_sha256"]:
         raise CompressError(f"wrong model: the archive needs {need}; {what} has sha256 "
                             f"{sha256[:16]}...")
-    return load_model(blob), what
+    return load_model(blob, name=what), what
 
 
 def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path | None = None,
@@ -320,9 +366,11 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
     scales, levels = portable.get("scales"), portable.get("levels", Q)
-    if scales is not None and set(scales) != scale_names(mf.config):
-        raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
-                           "damaged or was made with another model")
+    if scales is not None:
+        if set(scales) != scale_names(mf.config):
+            raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
+                               "damaged or was made with another model")
+        scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
     coder = _coder(mf, grid, threads or h["threads"], scales, levels, h.get("posterior_window"))
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
@@ -370,13 +418,14 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
             "restored_bytes": sum((outdir / r).stat().st_size for r in written)}
 
 
-def _output_paths(h: dict, names: list[str] | None, others: list) -> list[str]:
+def _output_paths(h: dict, names: list[str] | None, others: list,
+                  what: str = "archive") -> list[str]:
     """Every file decompress will write, relative to the output folder (checked: safe,
-    distinct, no file where another needs a folder)."""
+    distinct, no file where another needs a folder; ArchiveError naming `what` otherwise)."""
     if h["source"]["kind"] != "folder":
         return [h["source"]["file"]]
     paths = image_names(h, names) + [p for p, _ in others]
-    check_paths(paths, "archive")
+    check_paths(paths, what)
     return paths
 
 

@@ -37,7 +37,6 @@ import json
 import lzma
 import os
 import re
-import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from pathlib import Path, PurePosixPath
 
 from .atomic import atomic_write_bytes
 from .errors import AcnzipError
+from .inputs import NotRegularFileError, open_regular
 
 __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMBEDDED",
            "FLAG_ORDER_KEPT", "pack", "unpack", "read_archive", "write_archive", "check_header",
@@ -228,15 +228,15 @@ def read_archive(path: Path) -> Archive:
     """Read and verify an archive file. Reads the fixed header first: a file that is not an
     archive (or not a regular file, or of the wrong size) is refused without reading it."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ArchiveError(f"{path}: not a regular file")
             head = f.read(_FIXED[2].size + 4)
             _parse_fixed(head, st.st_size)            # raises unless the sizes add up
             data = head + f.read(st.st_size - len(head))
     except IsADirectoryError:
         raise ArchiveError(f"{path}: is a folder, not an archive") from None
+    except NotRegularFileError as exc:
+        raise ArchiveError(str(exc)) from None
     except OSError as exc:
         raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) != st.st_size:
@@ -422,6 +422,10 @@ def _check_source(src, channels: int) -> None:
             _fail("'source.key' must be a non-empty array name")
     elif key is not None:
         _fail("'source.key' is only for npz files")
+    if src.get("dtype", "uint8") not in ("uint8", "bool"):
+        _fail("'source.dtype' must be uint8 or bool")
+    if not isinstance(src.get("fortran_order", False), bool):
+        _fail("'source.fortran_order' must be true or false")
 
 
 # ----- names and other files -----
@@ -502,12 +506,14 @@ def unpack_files(data: bytes, count: int, total_bytes: int) -> list[tuple[str, b
 def check_paths(paths: list[str], what: str) -> None:
     """Paths that can all be written under one folder: safe, distinct, none a folder of
     another (ArchiveError otherwise)."""
-    seen = set(paths)
-    if len(seen) != len(paths):
-        raise ArchiveError(f"{what} names a file twice")
+    seen = set()
+    for p in paths:
+        if p in seen:
+            raise ArchiveError(f"{what} names the file {p!r} twice")
+        seen.add(p)
     for p in paths:
         if not safe_name(p):
             raise ArchiveError(f"{what} names an unsafe path {p!r}")
         for parent in PurePosixPath(p).parents:
             if str(parent) in seen:
-                raise ArchiveError(f"{what}: {parent!r} is both a file and a folder")
+                raise ArchiveError(f"{what}: {str(parent)!r} is both a file and a folder")

@@ -32,13 +32,16 @@ class OutputExistsError(AcnzipError, FileExistsError):
 
 
 def check_output(path: Path, force: bool) -> None:
-    """Refuse an existing output file unless `force` (checked before any work is done); a
-    folder where a file is to be written is always refused."""
+    """Refuse an existing output file (or symlink) unless `force`, and an output whose folder
+    does not exist (checked before any work is done); a folder where a file is to be written
+    is always refused."""
     path = Path(path)
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder (give a file name)")
-    if path.exists() and not force:
+    if os.path.lexists(path) and not force:          # a dangling symlink is something too
         raise OutputExistsError(f"{path} already exists (use -f to overwrite)")
+    if not path.absolute().parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such folder for {path.name}")
 
 
 def _umask() -> int:
@@ -95,7 +98,8 @@ def _is_empty_dir(path: Path) -> bool:
 def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -> None:
     """Refuse an output folder that cannot take the outputs (before any work): a file in its
     place; an existing non-empty folder without `force`; with `force`, an output path whose
-    place (or a parent's) is taken by something of the other kind (a folder where a file goes).
+    place (or a parent's) is taken by something of the other kind (a folder where a file goes),
+    or a parent is a symbolic link (files are never written through one).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -111,6 +115,9 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -
             raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
         for parent in list(Path(rel).parents)[:-1]:
             p = path / parent
+            if p.is_symlink():            # writing through it would land outside the folder
+                raise OutputExistsError(f"{p} is a symbolic link, the archive restores a "
+                                        "folder there")
             if p.exists() and not p.is_dir():
                 raise OutputExistsError(f"{p} is a file, the archive restores a folder there")
 

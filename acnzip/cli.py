@@ -79,6 +79,15 @@ def _set_threads(threads: int | None) -> None:
     torch_session(threads)
 
 
+class _FilePath(click.Path):
+    """click.Path whose refusals (a folder given for a file, a file that is missing) are input
+    errors like any other: one line, exit status 1 (click's usage errors exit 2 after the
+    usage text)."""
+
+    def fail(self, message, param=None, ctx=None):
+        raise click.ClickException(message)
+
+
 def _explicit(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
                                               click.core.ParameterSource.ENVIRONMENT)
@@ -87,7 +96,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @main.command()
 @click.argument("data", metavar="DATA")
 @click.option("-o", "--output", required=True, metavar="MODEL.pt",
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=_FilePath(dir_okay=False, path_type=Path),
               help="Model file to write (configs, averaged weights, p(z), metadata).")
 @click.option("--valid", metavar="DATA", help="Validation data of the same shape: periodic "
               "validation, choosing p(z)'s size, final nats/image.")
@@ -110,7 +119,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--likelihood", type=click.Choice(["softmax", "logistic"]),
               help="8-bit decoder output: a 256-way softmax per sub-pixel [softmax], or a "
               "discretised mixture of 10 logistics (PixelCNN++; archives with --float only).")
-@click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--init", type=_FilePath(dir_okay=False, exists=True, path_type=Path),
               metavar="MODEL.pt", help="Start from this model file's weights (its architecture; "
               "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup; "
               "--blocks may add PixelCNN blocks).")
@@ -136,10 +145,10 @@ def _explicit(ctx: click.Context, name: str) -> bool:
               show_default=True, help="bf16: autocast the encoder and decoder layers (GPU "
               "training); the prior, KL and likelihood stay float32. The model file is float32.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
-@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), metavar="CKPT",
+@click.option("--resume", type=_FilePath(dir_okay=False, path_type=Path), metavar="CKPT",
               help="Continue from a checkpoint exactly where it stopped, with its settings "
               "(options repeated must agree; --epochs may extend the run). Overwrites MODEL.pt.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), metavar="CKPT",
+@click.option("--checkpoint", type=_FilePath(dir_okay=False, path_type=Path), metavar="CKPT",
               help="Checkpoint file [MODEL.pt.ckpt, or CKPT of --resume].")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="MINUTES", help="Wall time between checkpoints.")
@@ -233,9 +242,9 @@ def _report(result, output: Path) -> None:
 
 @main.command("tune-prior")
 @click.argument("model_path", metavar="MODEL.pt",
-                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+                type=_FilePath(dir_okay=False, exists=True, path_type=Path))
 @click.argument("data", metavar="DATA")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=_FilePath(dir_okay=False, path_type=Path),
               metavar="OUT.pt", help="The tuned model file to write (never MODEL.pt itself).")
 @click.option("--valid", metavar="DATA", help="Validation data: the KL along the greedy tour "
               "and the associative KL on them, before and after.")
@@ -302,7 +311,7 @@ def _output(positional: Path | None, option: Path | None, what: str) -> Path:
 
 
 _model_option = click.option(
-    "--model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt",
+    "--model", type=_FilePath(dir_okay=False, path_type=Path), metavar="MODEL.pt",
     help="Model file [the shipped model that fits the data].")
 _threads_option = click.option(
     "--threads", type=click.IntRange(min=1), metavar="N",
@@ -313,8 +322,8 @@ _threads_option = click.option(
 @main.command()
 @click.argument("data", metavar="DATA")
 @click.argument("out_arg", metavar="[OUT.acn]", required=False,
-                type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                type=_FilePath(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=_FilePath(dir_okay=False, path_type=Path),
               metavar="OUT.acn", help="Archive to write.")
 @_model_option
 @click.option("--order", type=click.Choice(["keep", "set", "tour"]), default="keep",
@@ -336,7 +345,7 @@ _threads_option = click.option(
                    "(checked; refused elsewhere). --order tour is always float.")
 @click.option("--embed-model", is_flag=True,
               help="Store the model in the archive (self-contained; its bytes are counted).")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="R.json",
+@click.option("--report", type=_FilePath(dir_okay=False, path_type=Path), metavar="R.json",
               help="Write the measured sizes beside the model's bound as JSON.")
 @click.option("--chains", type=click.IntRange(min=1), metavar="B",
               help="--order tour: chains coded in lock-step [about sqrt(N), at most 256].")
@@ -349,20 +358,24 @@ def compress(data, out_arg, output, model, order, tour, portable, embed_model, r
              threads, force, quiet, verbose):
     """Compress the images in DATA into one archive.
 
-    DATA is a folder (searched recursively) or a .npy/.npz uint8 array (N, H, W) or
+    DATA is a folder (searched recursively) or a .npy/.npz uint8 or bool array (N, H, W) or
     (N, H, W, C); FILE.npz:KEY picks an array. In a folder, the single-frame images Pillow
-    reads (PNG, JPEG, BMP, ...; modes 1, L, LA, RGB, RGBA; all one size and mode) are coded
-    with the ACN; every other file (README, labels, hidden files, multi-frame TIFFs, palette
-    images) is kept byte for byte, as are a .npz's other arrays. decompress gives back every
+    reads (PNG, JPEG, BMP, ...; modes 1, L, LA, RGB, RGBA; all one size and mode; at most 8
+    bits per sample) are coded with the ACN; every other file (README, labels, hidden files,
+    multi-frame TIFFs, palette or 16-bit images) is kept byte for byte, as are a .npz's other
+    arrays. decompress gives back every
     file: images as PNG with identical pixels, name and mode (a photo.jpg comes back as
     photo.png: the pixels are kept, not the JPEG file's bytes); everything else as it was.
     """
-    from .api import compress as run
+    from .api import compress as run, refuse_replacing_input
     from .atomic import atomic_write_bytes, check_output
     import json
     out = _output(out_arg, output, "archive")
     if report:
+        if report.absolute().resolve() == out.absolute().resolve():
+            raise click.ClickException("--report must not be the archive itself")
         check_output(report, force)
+        refuse_replacing_input(report, data, "the report")
     r = run(data, out, model=model, order=order, embed_model=embed_model, force=force,
             chains=chains, threads=threads or 1, quiet=quiet, portable=portable, tour=tour)
     if report:
@@ -401,7 +414,7 @@ def _summary(r: dict, data, out: Path) -> str:
 
 
 @main.command()
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), metavar="IN.acn")
+@click.argument("archive", type=_FilePath(dir_okay=False, path_type=Path), metavar="IN.acn")
 @click.argument("out_arg", metavar="[OUTDIR]", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="OUTDIR",
               help="Folder to restore into (created; an existing one must be empty, or use -f).")
@@ -432,7 +445,7 @@ def decompress(archive, out_arg, output, model, threads, force, quiet):
 
 
 @main.command()
-@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path), metavar="IN.acn")
+@click.argument("archive", type=_FilePath(dir_okay=False, path_type=Path), metavar="IN.acn")
 @click.option("--json", "as_json", is_flag=True, help="The whole header as JSON.")
 @user_errors
 def info(archive, as_json):
@@ -474,7 +487,7 @@ def info(archive, as_json):
 @main.command("eval")
 @click.argument("data", metavar="DATA")
 @_model_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--json", "json_path", type=_FilePath(dir_okay=False, path_type=Path),
               metavar="FILE", help="Write the figures as JSON (nats per image).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the posterior samples and the neighbour draws.")

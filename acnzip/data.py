@@ -3,14 +3,19 @@
 
 Accepted:
 * a folder, searched recursively. Files with an image extension (IMAGE_EXTENSIONS) that Pillow
-  reads as one frame in mode 1, L, LA, RGB or RGBA are the images, all of one size and mode;
-  names are the relative paths, sorted. Every other file (README, labels, hidden files,
-  multi-frame TIFFs, palette images, unreadable ones) is kept byte for byte (`other_files`);
+  reads as one frame in mode 1, L, LA, RGB or RGBA, with pixels that hold all the file's
+  samples do (_pixels_exact: at most 8 bits per sample, no transparency key), are the images,
+  all of one size and mode; names are the relative paths, sorted. Every other regular file
+  (README, labels, hidden files, multi-frame TIFFs, palette or 16-bit images, unreadable
+  ones) is kept byte for byte (`other_files`). What could not be given back -- a FIFO, socket
+  or device, a symlink to a folder or to nothing, an unreadable folder -- is refused;
 * a .npy file, or a .npz file with key `x` or a single array (`FILE.npz:KEY` picks another),
   of dtype uint8 (or bool) and shape (N, H, W) or (N, H, W, C), C <= 4; names are indices.
-  The other members of a .npz (labels, say) are kept byte for byte.
+  The other members of a .npz (labels, say) are kept byte for byte; the array is written
+  back with its dtype and memory order.
 Headers are checked against the file's size before anything is loaded (a crafted .npy cannot
-ask for terabytes), and files kept byte for byte are bounded (LIMITS.max_other_bytes).
+ask for terabytes); the pixels (LIMITS.max_pixel_bytes) and the files kept byte for byte
+(LIMITS.max_other_bytes) are bounded.
 
 A dataset whose values all lie in {0, 1} or in {0, 255} is binary: the model sees 0/1 pixels
 (`model_pixels`), `binary_value` says which value "on" had, and `images` keep the originals.
@@ -20,15 +25,18 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .archive import LIMITS, safe_name
 from .errors import AcnzipError
+from .inputs import kind_of, open_regular
 
 __all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder", "png_name",
            "safe_name", "check_names", "IMAGE_EXTENSIONS", "detect_binary", "image_names",
@@ -55,7 +63,8 @@ class Dataset:
     other_files: list = field(default_factory=list)   # [(relative path, bytes)] kept as they are
     input_bytes: int = 0    # size of everything read, as files on disk
     origin: dict = field(default_factory=lambda: {"kind": "folder"})   # how to write it back:
-    #   {"kind": "folder"} or {"kind": "npy"|"npz", "file": name, "key": npz key, "ndim": 3|4}
+    #   {"kind": "folder"} or {"kind": "npy"|"npz", "file": name, "key": npz key, "ndim": 3|4,
+    #   and "dtype": "bool" / "fortran_order": true where the array was so}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -103,8 +112,11 @@ class Dataset:
 
 
 def _values(images: np.ndarray) -> set[int]:
-    """The set of values present in a uint8 array (a histogram, no sort)."""
-    return set(np.flatnonzero(np.bincount(images.reshape(-1), minlength=256)).tolist())
+    """The set of values present in a uint8 array (a histogram, no sort, no copy)."""
+    flat, counts = images.reshape(-1), np.zeros(256, np.int64)
+    for i in range(0, flat.size, 1 << 22):        # bincount widens to int64: in slices
+        counts += np.bincount(flat[i:i + (1 << 22)], minlength=256)
+    return set(np.flatnonzero(counts).tolist())
 
 
 def detect_binary(images: np.ndarray) -> tuple[bool, int]:
@@ -184,30 +196,35 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
     if key is not None and suffix != ".npz":
         raise DataError(f"{path}: ':KEY' applies only to .npz files")
     try:
-        size = os.path.getsize(path)
-        if suffix == ".npy":
-            with open(path, "rb") as f:
-                _check_npy_header(f, size, str(path))
-            return np.load(path, allow_pickle=False), None, [], size
-        if not zipfile.is_zipfile(path):
-            raise DataError(f"{path}: not a valid .npz file (not a zip archive)")
-        with zipfile.ZipFile(path) as zf:
-            members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
-            arrays = [m[:-4] for m in members if m.endswith(".npy")]
-            chosen = _pick_key(path, arrays, key)
-            info = members[chosen + ".npy"]
-            with zf.open(info) as f:
-                _check_npy_header(f, info.file_size, f"{path}:{chosen}")
-            others = [m for m in members if m != chosen + ".npy"]
-            if sum(members[m].file_size for m in others) > LIMITS.max_other_bytes:
-                raise DataError(f"{path}: the other arrays hold more than "
-                                f"{LIMITS.max_other_bytes >> 20} MiB")
-            kept = [(m, zf.read(members[m])) for m in others]
-        with np.load(path, allow_pickle=False) as npz:
-            return npz[chosen], chosen, kept, size
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
-        if isinstance(exc, DataError):
-            raise
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if suffix == ".npy":
+                _check_npy_header(fh, size, str(path))
+                fh.seek(0)
+                return np.load(fh, allow_pickle=False), None, [], size
+            if not zipfile.is_zipfile(fh):
+                raise DataError(f"{path}: not a valid .npz file (not a zip archive)")
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+                arrays = [m[:-4] for m in members if m.endswith(".npy")]
+                chosen = _pick_key(path, arrays, key)
+                info = members[chosen + ".npy"]
+                with zf.open(info) as f:
+                    _check_npy_header(f, info.file_size, f"{path}:{chosen}")
+                others = [m for m in members if m != chosen + ".npy"]
+                if sum(members[m].file_size for m in others) > LIMITS.max_other_bytes:
+                    raise DataError(f"{path}: the other arrays hold more than "
+                                    f"{LIMITS.max_other_bytes >> 20} MiB")
+                kept = [(m, zf.read(members[m])) for m in others]
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                return npz[chosen], chosen, kept, size
+    except DataError:
+        raise
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:    # OSError, zip and zlib errors, encrypted or unknown members...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read {path}: {reason}") from None
 
@@ -216,7 +233,8 @@ def load_array(path: Path, key: str | None = None) -> Dataset:
     """A .npy/.npz array (N, H, W) or (N, H, W, C) of uint8 (or bool) -> Dataset."""
     path = Path(path)
     x, key, others, size = _read_array(path, key)
-    ndim = x.ndim
+    ndim, dtype = x.ndim, x.dtype
+    fortran = x.ndim > 1 and x.flags.f_contiguous and not x.flags.c_contiguous
     if x.dtype == np.bool_:
         x = x.astype(np.uint8)
     if x.dtype != np.uint8:
@@ -233,22 +251,58 @@ def load_array(path: Path, key: str | None = None) -> Dataset:
     names = [f"{i:0{width}d}" for i in range(len(x))]
     ds = _dataset(np.ascontiguousarray(x), names, str(path), "array", others, size)
     ds.origin = {"kind": path.suffix.lower().lstrip("."), "file": path.name, "key": key,
-                 "ndim": int(ndim)}
+                 "ndim": int(ndim), **({"dtype": "bool"} if dtype == np.bool_ else {}),
+                 **({"fortran_order": True} if fortran else {})}
     return ds
 
 
+# Pillow's raw modes that unpack at most 8 bits per sample one to one into the image's mode
+# (1- to 4-bit grey is scaled up, which loses nothing); a file read through any other (16-bit
+# samples cut to 8, a padding byte that may hold alpha, ...) is kept byte for byte instead.
+_EXACT_RAWMODES = {"1", "1;I", "1;R", "1;IR", "L", "L;I", "L;2", "L;2I", "L;4", "L;4I",
+                   "LA", "RGB", "RGBA", "BGR", "BGRA"}
+
+
+def _pixels_exact(img: Image.Image) -> bool:
+    """Whether the uint8 pixels Pillow gives for `img` hold everything its file's samples do:
+    8 bits or fewer per sample, unpacked one to one, and no transparency key beside them."""
+    if "transparency" in img.info:                 # a tRNS colour: PNG restores it not
+        return False
+    if img.format == "WEBP":                       # 8-bit samples, decoded when opened
+        return True
+    if not img.tile:
+        return False
+    for tile in img.tile:
+        decoder, args = tile[0], tile[3]
+        if decoder in ("jpeg", "gif"):             # 8-bit decoders (JPEG: pixels as decoded)
+            continue
+        if decoder == "ppm":                       # (mode, maxval): scaled up to 0..255
+            if not (isinstance(args, tuple) and len(args) == 2 and args[1] <= 255):
+                return False
+            continue
+        rawmode = args if isinstance(args, str) else (args[0] if args else None)
+        if rawmode not in _EXACT_RAWMODES:
+            return False
+    return True
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, str] | None:
-    """(H, W, C) uint8 and Pillow mode of a single-frame image in a supported mode; None for
-    anything else (kept byte for byte)."""
+    """(H, W, C) uint8 and Pillow mode of a single-frame image in a supported mode whose
+    pixels hold all its file holds (_pixels_exact); None for anything else, including any
+    file Pillow fails on in any way (kept byte for byte)."""
     try:
-        with Image.open(path) as img:
-            if getattr(img, "n_frames", 1) != 1 or img.mode not in _MODES:
-                return None
-            img.load()
-            mode = img.mode
-            arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # DecompressionBombWarning, EXIF quirks
+            with Image.open(path) as img:
+                if getattr(img, "n_frames", 1) != 1 or img.mode not in _MODES \
+                        or not _pixels_exact(img):
+                    return None
+                img.load()
+                mode = img.mode
+                arr = np.asarray(img, dtype=np.uint8)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception:                              # a damaged or crafted file: not an image
         return None
     return (arr[..., None] if arr.ndim == 2 else arr), mode
 
@@ -276,14 +330,39 @@ def check_names(names: list[str], others: list[str] = ()) -> None:
         seen[out] = name
 
 
+def _folder_files(root: Path) -> list[Path]:
+    """The files under `root`, sorted by relative path (symlinks to files followed; the
+    folder's own sub-folders walked). Anything decompress could not give back is refused
+    (DataError), never skipped: an unreadable folder, a FIFO, socket or device, a symlink to
+    a folder or to nothing."""
+    def unreadable(exc: OSError):
+        raise DataError(f"cannot read the folder {exc.filename}: {exc.strerror}")
+
+    found, why = [], "acnzip stores regular files and folders only: move it out of the folder"
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            try:
+                mode = path.stat().st_mode                      # through symlinks
+            except OSError:
+                raise DataError(f"{path} is a symbolic link to nothing; {why}") from None
+            if stat.S_ISDIR(mode):
+                if path.is_symlink():
+                    raise DataError(f"{path} is a symbolic link to a folder; {why}")
+            elif not stat.S_ISREG(mode):
+                raise DataError(f"{path} is {kind_of(mode)}; {why}")
+            else:
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
 def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
     """Every file under `root` (recursive, sorted by relative path; `exclude` left out): the
     single-frame images in a supported mode are the dataset, the rest is kept byte for byte."""
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.resolve() != skip),
-                   key=lambda p: p.relative_to(root).as_posix())
-    images, names, others, first, total, other_total = [], [], [], None, 0, 0
+    files = [p for p in _folder_files(root) if p.resolve() != skip]
+    images, names, others, first, total, other_total, pixel_bytes = [], [], [], None, 0, 0, 0
     for path in files:
         name = path.relative_to(root).as_posix()
         size = path.stat().st_size
@@ -306,6 +385,10 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
         elif mode != first[2]:
             raise DataError(f"{name} has mode {mode} but {first[0]} has mode {first[2]}: "
                             "all images must have one mode")
+        pixel_bytes += arr.nbytes
+        if pixel_bytes > LIMITS.max_pixel_bytes:
+            raise DataError(f"{root}: the images hold more than {LIMITS.max_pixel_bytes >> 30} "
+                            "GiB of pixels, over the memory budget; compress them in parts")
         images.append(arr)
         names.append(name)
     if not images:
@@ -348,13 +431,17 @@ def restore_writers(pixels: np.ndarray, names, others, h: dict):
 def _save_array(path: Path, arr: np.ndarray, src: dict, others: list) -> None:
     """The array file: .npy, or a .npz holding the array under its key beside the other
     members kept byte for byte (written with zipfile: any key, even 'file' or
-    'allow_pickle', which numpy's savez would take as its own arguments)."""
+    'allow_pickle', which numpy's savez would take as its own arguments). The array has the
+    source's dtype (uint8, or bool) and memory order (C, or Fortran)."""
+    if src.get("dtype") == "bool":
+        arr = arr.astype(np.bool_)
+    arr = np.asfortranarray(arr) if src.get("fortran_order") else np.ascontiguousarray(arr)
     if src["kind"] == "npy":
         with open(path, "wb") as f:
             np.save(f, arr)
         return
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(src["key"] + ".npy", buf.getvalue())
         for member, content in others:

@@ -24,6 +24,7 @@ from .atomic import atomic_write_bytes
 from .config import ModelConfig, TrainConfig
 from .errors import AcnzipError
 from .gmm import DiagonalGMM
+from .inputs import open_regular
 from .nn import ACN
 from .retired import MAX_CHAIN, PACKED_SUFFIX, RetiredFileError, unpack
 
@@ -77,8 +78,10 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def load_model(path, device: str | torch.device = "cpu") -> ModelFile:
-    """Read a model file (a path, or the bytes themselves) -> ModelFile."""
+def load_model(path, device: str | torch.device = "cpu", name: str | None = None) -> ModelFile:
+    """Read a model file (a path, or the bytes themselves; `name` for messages) -> ModelFile.
+    Every part is checked (_model_file): a damaged or crafted file, one embedded in an
+    archive too, gives a ModelFileError, never a traceback or a huge allocation."""
     try:
         src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
         blob = torch.load(src, map_location=device, weights_only=True)
@@ -92,10 +95,56 @@ def load_model(path, device: str | torch.device = "cpu") -> ModelFile:
     if blob.get("version") != MODEL_VERSION:
         raise ModelFileError(f"{path}: model file version {blob.get('version')} is not "
                              f"supported (this acnzip reads version {MODEL_VERSION})")
-    model = ACN(ModelConfig.from_dict(blob["model_config"])).to(device)
-    model.load_state_dict(blob["weights"])
-    return ModelFile(model.eval(), DiagonalGMM.from_dict(blob["gmm"]),
-                     TrainConfig.from_dict(blob["train_config"]), blob["metadata"])
+    what = name or (path if not isinstance(path, (bytes, bytearray)) else "model")
+    try:
+        return _model_file(blob, device)
+    except Exception as exc:     # a crafted or damaged file: whatever its fields make fail
+        why = (f"no field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else
+               str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise ModelFileError(f"{what}: not a usable acnzip model ({why[:200]})") from None
+
+
+# What a model file may declare; checked before anything is built, so that a crafted file
+# (one embedded in an archive too) can neither make acnzip allocate far more than the file
+# holds nor loop for ever. Far above any model acnzip trains.
+_CONFIG_LIMITS = {"channels": 4, "height": 1 << 14, "width": 1 << 14, "latent_dim": 4096,
+                  "prior_components": 4096, "prior_hidden": 1 << 14, "prior_layers": 64,
+                  "pixelcnn_blocks": 256, "pixelcnn_filters": 4096, "pixelcnn_kernel": 63,
+                  "logistic_components": 256}
+
+
+def _model_file(blob: dict, device) -> ModelFile:
+    """The ModelFile a loaded blob describes, every part checked against the others: the
+    configuration within _CONFIG_LIMITS, the weights exactly the architecture's tensors (shapes
+    compared on torch's meta device, which allocates nothing), p(z) of the latent size."""
+    if not all(isinstance(blob[k], dict) for k in ("model_config", "train_config", "gmm")):
+        raise ValueError("its model_config, train_config and gmm must be dicts")
+    config = ModelConfig.from_dict(blob["model_config"])
+    for name, limit in _CONFIG_LIMITS.items():
+        v = getattr(config, name)
+        if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= limit):
+            raise ValueError(f"model_config.{name} must be an integer from 1 to {limit}")
+    layers = (*config.encoder_channels, *config.encoder_strides)
+    if not (len(config.encoder_channels) <= 64 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in layers)):
+        raise ValueError("model_config's encoder must have at most 64 layers of at most 4096")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ACN(config).state_dict().items()}
+    weights = blob["weights"]
+    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor)
+                                              for v in weights.values())
+            and {k: tuple(v.shape) for k, v in weights.items()} == expected):
+        raise ValueError("its weights do not match its architecture")
+    model = ACN(config).to(device)
+    model.load_state_dict(weights)
+    gmm = DiagonalGMM.from_dict(blob["gmm"])
+    k = gmm.weights.shape[0] if gmm.weights.ndim == 1 else 0
+    if not (k >= 1 and gmm.means.shape == gmm.variances.shape == (k, config.latent_dim)):
+        raise ValueError("its p(z) does not match its latent size")
+    metadata = blob["metadata"]
+    if not isinstance(metadata, dict):
+        raise ValueError("its metadata is not a dict")
+    return ModelFile(model.eval(), gmm, TrainConfig.from_dict(blob["train_config"]), metadata)
 
 
 # -- which model serves which data -------------------------------------------------------------
@@ -160,7 +209,8 @@ def read_model_bytes(path: Path) -> bytes:
     """A model file's bytes: read, or restored if it is a packed retired model (OSError if it
     cannot be read)."""
     path = Path(path)
-    data = path.read_bytes()
+    with open_regular(path) as f:
+        data = f.read()
     if path.name.endswith(PACKED_SUFFIX):
         data = unpack(data, lambda s: _data(shipped_model_for(s)), what=path.name)
     return data

@@ -1,0 +1,342 @@
+"""Unusual inputs (session 17's review): what compress takes as an image, what it refuses
+before coding, and outputs that would replace an input or escape the output folder. Every
+case here was a defect: an archive that could not be restored, pixels cut to 8 bits, a
+traceback, a hang, or a file replaced. Data are generated here."""
+import hashlib
+import io
+import os
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from acnzip import api
+from acnzip.archive import LIMITS, Archive, read_archive, write_archive
+from acnzip.data import DataError, _values, load_folder
+from acnzip.modelfile import ModelFileError, load_model
+
+from .test_safety import _with_header, digits, files_of, run_cli
+
+
+def _png(path: Path, img: np.ndarray, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, **kw)
+    return path
+
+
+def _png16(path: Path, colour_type: int, channels: int, seed: int = 0) -> Path:
+    """A 28x28 PNG of 16-bit samples (colour type 0 grey, 2 RGB, 4 grey+alpha, 6 RGBA)."""
+    h = w = 28
+    data = np.random.default_rng(seed).integers(0, 1 << 16, (h, w * channels)).astype(">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in data)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I",
+                                                                          zlib.crc32(kind + body))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def _binary_folder(root: Path, n: int = 4) -> Path:
+    for i, img in enumerate(digits(n)):
+        _png(root / f"{i}.png", img * 255)
+    return root
+
+
+# -- what is coded as an image, and what is kept byte for byte ----------------------------------
+def test_images_whose_pixels_pillow_cuts_are_kept_byte_for_byte(tmp_path):
+    """16-bit samples (Pillow reads RGB, RGBA, grey+alpha PNGs and 16-bit PPMs as 8-bit), a
+    transparency key (PNG tRNS) and a BMP's fourth byte would be lost as pixels: those files
+    are kept as they are; 8-bit and 1-bit images are still coded."""
+    root = _binary_folder(tmp_path / "d")
+    _png16(root / "rgb16.png", 2, 3)
+    _png16(root / "rgba16.png", 6, 4, seed=1)
+    _png16(root / "la16.png", 4, 2, seed=2)
+    sixteen = np.random.default_rng(3).integers(0, 1 << 16, (28, 28, 3)).astype(">u2")
+    (root / "rgb16.ppm").write_bytes(b"P6 28 28 65535\n" + sixteen.tobytes())
+    _png(root / "keyed.png", digits(1, 5)[0] * 255, transparency=0)
+    rgba = np.random.default_rng(4).integers(0, 256, (28, 28, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(root / "alpha.bmp")       # 32-bit BMP, read as RGB
+    ds = load_folder(root)
+    kept = {name for name, _ in ds.other_files}
+    assert kept == {"rgb16.png", "rgba16.png", "la16.png", "rgb16.ppm", "keyed.png",
+                    "alpha.bmp"}
+    assert ds.names == [f"{i}.png" for i in range(4)] and ds.mode == "L"
+    assert all(content == (root / name).read_bytes() for name, content in ds.other_files)
+
+
+def test_low_depth_and_maxval_images_are_still_coded(tmp_path):
+    """1-bit PNG, 8-bit BMP/TIFF, a PGM of maxval 100 (scaled up by Pillow, one to one)."""
+    img = digits(1)[0] * 255
+    for name in ("a.png", "b.bmp", "c.tif"):
+        _png(tmp_path / "d" / name, img)
+    (tmp_path / "d" / "e.pgm").write_bytes(b"P5 28 28 100\n" + (img // 255 * 100).tobytes())
+    ds = load_folder(tmp_path / "d")
+    assert ds.names == ["a.png", "b.bmp", "c.tif", "e.pgm"] and not ds.other_files
+    assert np.array_equal(ds.images[3, ..., 0], img)
+    (tmp_path / "one").mkdir()
+    Image.fromarray(img > 0).save(tmp_path / "one" / "one.png")
+    assert load_folder(tmp_path / "one").mode == "1"
+
+
+def test_a_tiff_pillow_fails_on_is_kept_not_a_traceback(tmp_path):
+    """A second TIFF page without a width makes Pillow raise TypeError from n_frames."""
+    root = _binary_folder(tmp_path / "d")
+    b = io.BytesIO()
+    Image.new("L", (28, 28)).save(b, "TIFF")
+    d = bytearray(b.getvalue())
+    ifd = struct.unpack_from("<I", d, 4)[0]
+    nxt = ifd + 2 + 12 * struct.unpack_from("<H", d, ifd)[0]
+    extra = len(d)
+    d += struct.pack("<HHHII", 1, 305, 2, 1, 0) + struct.pack("<I", 0)
+    struct.pack_into("<I", d, nxt, extra)
+    (root / "bad.tif").write_bytes(bytes(d))
+    ds = load_folder(root)
+    assert dict(ds.other_files)["bad.tif"] == bytes(d) and len(ds.names) == 4
+
+
+# -- folders decompress could not restore are refused at compress ------------------------------
+def test_set_order_names_that_collide_with_kept_files_are_refused(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    (root / "0.png").unlink()
+    _png(root / "sub" / "x.png", digits(1, 9)[0] * 255)
+    (root / "0.png").write_text("not an image")           # --order set restores 0.png
+    for order, word in (("set", "'0.png'"), ("tour", "'0.png'")):
+        code, text = run_cli("compress", root, "-o", tmp_path / "s.acn", "--order", order,
+                             "--model", binary_model, "-q")
+        assert code == 1 and word in text and "--order keep" in text, text
+        assert not (tmp_path / "s.acn").exists()
+    code, text = run_cli("compress", root, "-o", tmp_path / "k.acn", "--model", binary_model,
+                         "-q")
+    assert code == 0, text
+
+
+def test_a_renamed_image_meeting_a_folder_is_refused(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    _png(root / "x.bmp", digits(1, 7)[0] * 255)            # restored as x.png ...
+    (root / "x.png").mkdir()                               # ... where a folder is
+    (root / "x.png" / "readme.txt").write_text("hi")
+    code, text = run_cli("compress", root, "-o", tmp_path / "a.acn", "--model", binary_model,
+                         "-q")
+    assert code == 1 and "'x.png' is both a file and a folder" in text, text
+    assert not (tmp_path / "a.acn").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_what_a_folder_cannot_give_back_is_refused_not_skipped(tmp_path):
+    root = _binary_folder(tmp_path / "d")
+    (tmp_path / "elsewhere").mkdir()
+    cases = [("link", lambda p: p.symlink_to(tmp_path / "elsewhere"), "a folder"),
+             ("dangling", lambda p: p.symlink_to(tmp_path / "nothing"), "to nothing"),
+             ("pipe", lambda p: os.mkfifo(p), "a FIFO")]
+    for name, make, words in cases:
+        make(root / name)
+        with pytest.raises(DataError, match=words):
+            load_folder(root)
+        (root / name).unlink()
+    (root / "file-link.png").symlink_to(root / "0.png")    # a link to a file: its content
+    assert load_folder(root).names == ["0.png", "1.png", "2.png", "3.png", "file-link.png"]
+
+
+def test_folder_pixels_have_the_memory_budget(tmp_path, monkeypatch):
+    root = _binary_folder(tmp_path / "d", 4)
+    monkeypatch.setattr(LIMITS, "max_pixel_bytes", 3 * 28 * 28)
+    with pytest.raises(DataError, match="memory budget"):
+        load_folder(root)
+
+
+def test_value_histogram_does_not_widen_the_array():
+    """np.bincount copies its input to int64: 8x the pixels, in slices it is bounded."""
+    x = np.zeros(64 << 20, np.uint8)
+    x[-1] = 255
+    tracemalloc.start()
+    try:
+        assert _values(x) == {0, 255}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+
+
+# -- arrays come back as they were --------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_bool_and_fortran_arrays_come_back_with_their_dtype_and_order(tmp_path, binary_model,
+                                                                      suffix):
+    for name, arr in (("b", digits(12).astype(bool)), ("f", np.asfortranarray(digits(12)))):
+        src = tmp_path / f"{name}{suffix}"
+        if suffix == ".npy":
+            np.save(src, arr)
+        else:
+            np.savez(src, x=arr)
+        api.compress(src, tmp_path / f"{name}.acn", model=binary_model, quiet=True)
+        api.decompress(tmp_path / f"{name}.acn", tmp_path / f"out-{name}{suffix}",
+                       model=binary_model, quiet=True)
+        back = np.load(tmp_path / f"out-{name}{suffix}" / src.name)
+        back = back if suffix == ".npy" else back["x"]
+        assert back.dtype == arr.dtype and np.array_equal(back, arr)
+        assert back.flags.f_contiguous == arr.flags.f_contiguous
+        assert back.flags.c_contiguous == arr.flags.c_contiguous
+
+
+def test_damaged_npz_files_are_one_line(tmp_path):
+    good = io.BytesIO()
+    np.savez_compressed(good, x=digits(30))
+    data = bytearray(good.getvalue())
+    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+
+    def patched(offset: int, value) -> bytearray:           # in both headers of the member
+        out = bytearray(data)
+        for at in (local + offset, central + offset + 2):
+            struct.pack_into("<H", out, at, value(struct.unpack_from("<H", out, at)[0]))
+        return out
+    cases = {"encrypted": patched(6, lambda v: v | 1),
+             "method": patched(8, lambda v: 99)}           # an unknown compression method
+    inflate = bytearray(data)
+    start = 30 + struct.unpack_from("<H", data, 26)[0] + struct.unpack_from("<H", data, 28)[0]
+    inflate[start + 40:start + 60] = b"\xff" * 20          # corrupted deflate data
+    cases["inflate"] = inflate
+    for name, blob in cases.items():
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(bytes(blob))
+        code, text = run_cli("compress", path, "-o", tmp_path / f"{name}.acn", "-q")
+        assert code == 1 and len(text.strip().splitlines()) == 1, (name, text)
+        assert "Traceback" not in text and "cannot read" in text, (name, text)
+
+
+# -- model files ------------------------------------------------------------------------------
+def _model_blob(path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def _bytes_of(blob: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
+def test_crafted_model_files_are_refused_before_anything_is_built(binary_model):
+    blob = _model_blob(binary_model)
+    missing = dict(blob, weights=dict(list(blob["weights"].items())[1:]))
+    unknown = dict(blob, model_config=dict(blob["model_config"], bogus=1))
+    no_gmm = {k: v for k, v in blob.items() if k != "gmm"}
+    huge = dict(blob, model_config=dict(blob["model_config"], pixelcnn_filters=200_000))
+    deep = dict(blob, model_config=dict(blob["model_config"], pixelcnn_blocks=10 ** 9))
+    gmm = dict(blob, gmm=dict(blob["gmm"], means=torch.zeros((2, 3), dtype=torch.float64)))
+    cases = [(missing, "weights do not match"), (unknown, "bogus"), (no_gmm, "no field 'gmm'"),
+             (huge, "pixelcnn_filters must be"), (deep, "pixelcnn_blocks must be"),
+             (gmm, "p\\(z\\) does not match")]
+    for crafted, words in cases:
+        with pytest.raises(ModelFileError, match=words):
+            load_model(_bytes_of(crafted), name="crafted.pt")
+    assert load_model(_bytes_of(blob)).config.latent_dim == blob["model_config"]["latent_dim"]
+
+
+def test_an_embedded_crafted_model_is_one_line(tmp_path, binary_model):
+    """The archive's header hash matches the crafted model, so only its checks stop it."""
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "e.acn"
+    api.compress(root, arc, model=binary_model, embed_model=True, quiet=True)
+    blob = _model_blob(binary_model)
+    crafted = _bytes_of(dict(blob, weights=dict(list(blob["weights"].items())[1:])))
+    a = read_archive(arc)
+    header = dict(a.header, model_sha256=hashlib.sha256(crafted).hexdigest())
+    write_archive(tmp_path / "c.acn", Archive(header, a.payload, a.names, a.files, crafted,
+                                              order_kept=True))
+    code, text = run_cli("decompress", tmp_path / "c.acn", "-o", tmp_path / "out", "-q")
+    assert code == 1 and "not a usable acnzip model" in text and "Traceback" not in text, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_integer_activation_scales_in_a_header_are_one_line(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "p.acn"
+    api.compress(root, arc, model=binary_model, quiet=True)
+    header = read_archive(arc).header
+    scales = dict(header["portable"]["scales"])
+    scales[sorted(scales)[0]] = 2 ** 64                     # an integer: no float conversion
+    crafted = tmp_path / "s.acn"
+    crafted.write_bytes(_with_header(arc.read_bytes(),
+                                     dict(header, portable=dict(header["portable"],
+                                                                scales=scales))))
+    code, text = run_cli("decompress", crafted, "-o", tmp_path / "out", "--model",
+                         binary_model, "-q")
+    assert code == 1 and len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+    assert not (tmp_path / "out").exists()
+
+
+# -- outputs -------------------------------------------------------------------------------------
+def test_report_on_the_archive_and_outputs_on_inputs_are_refused(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    (root / "notes.txt").write_text("mine")
+    arc = tmp_path / "a.acn"
+    code, text = run_cli("compress", root, "-o", arc, "--report", arc, "--model", binary_model,
+                         "-q")
+    assert code == 1 and "--report must not be the archive" in text and not arc.exists()
+    before = files_of(root)
+    for args in (["-o", root / "0.png"], ["-o", root / "notes.txt"],
+                 ["-o", arc, "--report", root / "notes.txt"]):
+        code, text = run_cli("compress", root, *args, "--model", binary_model, "-q", "-f")
+        assert code == 1 and "one of the files being compressed" in text, (args, text)
+    assert files_of(root) == before and not arc.exists()
+    npy = tmp_path / "x.npy"
+    np.save(npy, digits(5))
+    kept = npy.read_bytes()
+    code, text = run_cli("compress", npy, "-o", npy, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "one of the files being compressed" in text and \
+        npy.read_bytes() == kept
+
+
+def test_outputs_in_missing_folders_and_dangling_links_fail_before_coding(tmp_path,
+                                                                          binary_model):
+    root = _binary_folder(tmp_path / "d")
+    code, text = run_cli("compress", root, "-o", tmp_path / "a.acn", "--report",
+                         tmp_path / "no" / "r.json", "--model", binary_model, "-q")
+    assert code == 1 and "no such folder" in text and ".tmp" not in text, text
+    assert not (tmp_path / "a.acn").exists()
+    link = tmp_path / "link.acn"
+    link.symlink_to(tmp_path / "nowhere")
+    code, text = run_cli("compress", root, "-o", link, "--model", binary_model, "-q")
+    assert code == 1 and "already exists" in text and link.is_symlink()
+
+
+def test_decompress_never_writes_through_a_symlinked_folder(tmp_path, binary_model):
+    root = tmp_path / "d"
+    _png(root / "sub" / "b.png", digits(1)[0] * 255)
+    _png(root / "a.png", digits(1, 1)[0] * 255)
+    arc = tmp_path / "a.acn"
+    api.compress(root, arc, model=binary_model, quiet=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.png").write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(outside)
+    code, text = run_cli("decompress", arc, "-o", out, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "symbolic link" in text, text
+    assert (outside / "b.png").read_bytes() == b"precious" and not (out / "a.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_given_as_input_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "in.acn"
+    os.mkfifo(fifo)
+    npy = tmp_path / "x.npy"
+    os.mkfifo(npy)
+    src = _binary_folder(tmp_path / "d")
+    for args in (["info", fifo], ["decompress", fifo, "-o", tmp_path / "o"],
+                 ["compress", npy, "-o", tmp_path / "c.acn"],
+                 ["compress", src, "-o", tmp_path / "c.acn", "--model", fifo, "-q"]):
+        r = subprocess.run([sys.executable, "-m", "acnzip", *map(str, args)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "FIFO" in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.acn").exists()
