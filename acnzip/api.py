@@ -9,10 +9,12 @@ atomically.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from .archive import (MAGIC, Archive, ArchiveError, associative, check_header, c
                       fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
                       unpack_files, unpack_names, write_archive)
 from .atomic import check_folder_output, check_output, write_folder
-from .data import image_names, load_dataset, png_name, restore_writers
+from .data import load_dataset, png_name, restore_writers
 from .errors import AcnzipError
 from .inputs import open_regular
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
@@ -356,13 +358,11 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_folder_output(outdir, force)
     archive = read_archive(archive_path)                   # container + header schema checked
     h = archive.header
-    names = unpack_names(archive.names, h["n_images"]) if archive.names else None
-    others = unpack_files(archive.files, h["other_files"]["count"], h["other_files"]["bytes"]) \
-        if "other_files" in h else []
+    mf, what = _load_for_archive(archive, model)
+    check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)   # first: it bounds n_images
+    names, others = _sections(archive)
     outputs = _output_paths(h, names, others)
     check_folder_output(outdir, force, outputs)
-    mf, what = _load_for_archive(archive, model)
-    check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
     scales, levels = portable.get("scales"), portable.get("levels", Q)
@@ -419,20 +419,55 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
 
 
 def _output_paths(h: dict, names: list[str] | None, others: list,
-                  what: str = "archive") -> list[str]:
+                  what: str = "archive") -> Iterable[str]:
     """Every file decompress will write, relative to the output folder (checked: safe,
-    distinct, no file where another needs a folder; ArchiveError naming `what` otherwise)."""
-    if h["source"]["kind"] != "folder":
-        return [h["source"]["file"]]
-    paths = image_names(h, names) + [p for p, _ in others]
-    check_paths(paths, what)
-    return paths
+    distinct, no file where another needs a folder, no kept .npz member where the array goes;
+    ArchiveError naming `what` otherwise). Generated image names (0.png, 1.png, ...) are
+    distinct by construction: only the kept files are compared with them, so a header
+    claiming many images costs no memory here."""
+    kept = [p for p, _ in others]
+    src = h["source"]
+    if src["kind"] != "folder":
+        if src["kind"] == "npz" and f"{src['key']}.npy" in kept:
+            raise ArchiveError(f"{what} keeps a member {src['key']}.npy where the array goes")
+        return [src["file"]]
+    if names is not None:
+        paths = [png_name(x) for x in names] + kept
+        check_paths(paths, what)
+        return paths
+    check_paths(kept, what)
+    n = h["n_images"]
+    width = len(str(n - 1))
+    for p in kept:
+        head = p.split("/", 1)[0]
+        stem = head[:-4]
+        if head.endswith(".png") and len(stem) == width and stem.isascii() and \
+                stem.isdigit() and int(stem) < n:
+            raise ArchiveError(f"{what}: {head!r} is both a restored image and a kept "
+                               f"{'file' if head == p else 'folder'}")
+    return itertools.chain((f"{i:0{width}d}.png" for i in range(n)), kept)
+
+
+def _sections(archive: Archive) -> tuple[list[str] | None, list]:
+    """The stored image names (None: not stored) and the files kept byte for byte, inflated
+    within their limits and checked."""
+    h = archive.header
+    names = unpack_names(archive.names, h["n_images"]) if archive.names else None
+    others = unpack_files(archive.files, h["other_files"]["count"], h["other_files"]["bytes"]) \
+        if "other_files" in h else []
+    return names, others
 
 
 def archive_info(archive_path: str | Path) -> dict:
-    """An archive's header (validated) and the bytes of each section, which add up to
-    archive_bytes (the same key names as compress's report)."""
+    """An archive's header and the bytes of each section, which add up to archive_bytes (the
+    same key names as compress's report). Everything decompress checks without the model and
+    the payload is checked here too: the sections, the paths it would write, the embedded
+    model's hash; ArchiveError otherwise."""
     a = read_archive(archive_path)
+    names, others = _sections(a)
+    _output_paths(a.header, names, others)             # checks at once; nothing listed
+    if a.model and hashlib.sha256(a.model).hexdigest() != a.header["model_sha256"]:
+        raise ArchiveError("the embedded model is not the one the header names (damaged)")
     sizes = {"frame_bytes": fixed_bytes(a.version), "header_bytes": None,
              "names_bytes": len(a.names), "other_files_bytes": len(a.files),
              "model_bytes": len(a.model), "payload_bytes": len(a.payload)}

@@ -78,6 +78,8 @@ class _Limits:
     max_threads = 256
     max_grid_bins = 1 << 14           # latent tables: batch rows x bins x 8 bytes, ~0.5 GB each
     max_name_bytes = 4096             # one stored path, UTF-8
+    max_names_bytes = 1 << 30         # all stored image names together (names section)
+    max_paths_bytes = 1 << 28         # all paths of the files kept byte for byte together
     max_other_files = 10 ** 6
     max_other_bytes = 1 << 28         # 256 MiB of files kept byte for byte (held in memory)
     max_text = 256                    # short strings (versions, mode, names of things)
@@ -453,7 +455,8 @@ def _inflate_xz(data: bytes, cap: int, what: str) -> bytes:
 
 def unpack_names(data: bytes, n: int) -> list[str]:
     """The n stored names: safe relative paths, distinct (ArchiveError otherwise)."""
-    raw = _inflate_xz(data, n * (LIMITS.max_name_bytes + 1), "names")
+    raw = _inflate_xz(data, min(n * (LIMITS.max_name_bytes + 1), LIMITS.max_names_bytes),
+                      "names")
     try:
         names = raw.decode("utf-8").split("\n")
     except UnicodeDecodeError:
@@ -483,7 +486,8 @@ def unpack_files(data: bytes, count: int, total_bytes: int) -> list[tuple[str, b
     distinct and no path is a folder of another (ArchiveError otherwise)."""
     if not count:
         return []
-    cap = total_bytes + count * (_RECORD.size + LIMITS.max_name_bytes)
+    cap = total_bytes + count * _RECORD.size + min(count * LIMITS.max_name_bytes,
+                                                   LIMITS.max_paths_bytes)
     raw = memoryview(_inflate_xz(data, cap, "files"))
     files, pos = [], 0
     try:

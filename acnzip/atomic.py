@@ -136,7 +136,11 @@ def write_folder(path: Path, files: Iterable[tuple[str, Callable[[Path], None]]]
     check_folder_output(path, force, rels)
     exists = path.is_dir()          # then empty or force: the temporary folder goes inside
     parent = path if exists else path.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
+    with _new_folders(parent):
+        return _write_into(path, parent, exists, files, rels)
+
+
+def _write_into(path: Path, parent: Path, exists: bool, files, rels: list[str]) -> list[str]:
     stem = ".acnzip" if exists else f".{path.absolute().name}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{stem}.", suffix=".tmp", dir=parent))
     try:
@@ -167,15 +171,30 @@ def atomic_directory(path: Path, force: bool = False):
     check_folder_output(path, force)
     force = force or path.is_dir()          # empty (checked): the staging folder will be in it
     where = path if path.is_dir() else path.absolute().parent
-    where.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".acnzip-staging.", suffix=".tmp", dir=where))
+    with _new_folders(where):
+        staging = Path(tempfile.mkdtemp(prefix=".acnzip-staging.", suffix=".tmp", dir=where))
+        try:
+            yield staging
+            found = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")
+                           if p.is_file())
+            write_folder(path, [(rel, _mover(staging / rel)) for rel in found], force)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _new_folders(folder: Path):
+    """Create `folder` and its missing parents; if the block then fails, remove those that
+    are still empty (the ones created here only), so a failed write leaves nothing behind."""
+    missing = [d for d in [folder, *folder.parents] if not d.exists()]     # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        yield staging
-        found = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*")
-                       if p.is_file())
-        write_folder(path, [(rel, _mover(staging / rel)) for rel in found], force)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        yield
+    except BaseException:
+        for d in missing:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
 
 
 def _mover(src: Path) -> Callable[[Path], None]:

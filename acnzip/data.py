@@ -207,6 +207,9 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
             fh.seek(0)
             with zipfile.ZipFile(fh) as zf:
                 members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+                if len(members) != sum(not i.is_dir() for i in zf.infolist()):
+                    raise DataError(f"{path}: two members of the same name; only one "
+                                    "could be given back")
                 arrays = [m[:-4] for m in members if m.endswith(".npy")]
                 chosen = _pick_key(path, arrays, key)
                 info = members[chosen + ".npy"]
@@ -316,6 +319,10 @@ def png_name(name: str) -> str:
 def check_names(names: list[str], others: list[str] = ()) -> None:
     """Refuse names that cannot be stored or restored one to one (DataError): image `names`
     are restored as png_name(name), `others` (files kept byte for byte) as they are."""
+    for which, limit in ((names, LIMITS.max_names_bytes), (others, LIMITS.max_paths_bytes)):
+        if sum(len(x.encode("utf-8", "replace")) + 1 for x in which) > limit:
+            raise DataError(f"the file names hold more than {limit >> 20} MiB in all: compress "
+                            "the folder in parts")
     seen: dict[str, str] = {}
     for name, out in [*((n, png_name(n)) for n in names), *((n, n) for n in others)]:
         if "\n" in name or not safe_name(name) or len(name.encode("utf-8", "replace")) > \

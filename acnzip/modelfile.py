@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
@@ -82,20 +84,22 @@ def load_model(path, device: str | torch.device = "cpu", name: str | None = None
     """Read a model file (a path, or the bytes themselves; `name` for messages) -> ModelFile.
     Every part is checked (_model_file): a damaged or crafted file, one embedded in an
     archive too, gives a ModelFileError, never a traceback or a huge allocation."""
+    what = name or (path if not isinstance(path, (bytes, bytearray)) else "model")
     try:
         src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
-        blob = torch.load(src, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # torch's notes on old pickle protocols
+            blob = torch.load(src, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
+        raise ModelFileError(f"{what}: no such model file") from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise ModelFileError(f"{path if not isinstance(path, bytes) else 'model'}: not a "
-                             f"readable acnzip model ({type(exc).__name__})") from None
+        raise ModelFileError(f"{what}: not a readable acnzip model "
+                             f"({type(exc).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not an acnzip model file")
+        raise ModelFileError(f"{what}: not an acnzip model file")
     if blob.get("version") != MODEL_VERSION:
-        raise ModelFileError(f"{path}: model file version {blob.get('version')} is not "
-                             f"supported (this acnzip reads version {MODEL_VERSION})")
-    what = name or (path if not isinstance(path, (bytes, bytearray)) else "model")
+        raise ModelFileError(f"{what}: model file version {str(blob.get('version'))[:20]} is "
+                             f"not supported (this acnzip reads version {MODEL_VERSION})")
     try:
         return _model_file(blob, device)
     except Exception as exc:     # a crafted or damaged file: whatever its fields make fail
@@ -135,12 +139,18 @@ def _model_file(blob: dict, device) -> ModelFile:
                                               for v in weights.values())
             and {k: tuple(v.shape) for k, v in weights.items()} == expected):
         raise ValueError("its weights do not match its architecture")
+    if not all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point()):
+        raise ValueError("its weights are not all finite")
     model = ACN(config).to(device)
     model.load_state_dict(weights)
     gmm = DiagonalGMM.from_dict(blob["gmm"])
     k = gmm.weights.shape[0] if gmm.weights.ndim == 1 else 0
     if not (k >= 1 and gmm.means.shape == gmm.variances.shape == (k, config.latent_dim)):
         raise ValueError("its p(z) does not match its latent size")
+    if not (np.isfinite(gmm.means).all() and np.all(gmm.variances > 0)
+            and np.isfinite(gmm.variances).all() and np.all(gmm.weights >= 0)
+            and abs(gmm.weights.sum() - 1) < 1e-6):
+        raise ValueError("its p(z) is not a mixture of finite Gaussians")
     metadata = blob["metadata"]
     if not isinstance(metadata, dict):
         raise ValueError("its metadata is not a dict")

@@ -8,7 +8,10 @@ import os
 import struct
 import subprocess
 import sys
+import resource
 import tracemalloc
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -340,3 +343,124 @@ def test_a_fifo_given_as_input_is_refused_without_waiting(tmp_path):
         assert r.returncode == 1 and "FIFO" in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "c.acn").exists()
+
+
+# -- crafted archives (session 17's archive fuzz) ------------------------------------------------
+def _rewrite(src: Path, dst: Path, **changes) -> Path:
+    """The archive src with some of its parts replaced (header, names, files, model), every
+    length and CRC recomputed by the writer itself."""
+    a = read_archive(src)
+    parts = {"header": a.header, "payload": a.payload, "names": a.names, "files": a.files,
+             "model": a.model, **changes}
+    write_archive(dst, Archive(parts["header"], parts["payload"], parts["names"],
+                               parts["files"], parts["model"],
+                               order_kept=parts["header"]["order"] == "keep"))
+    return dst
+
+
+def _refused(*args) -> str:
+    code, text = run_cli(*args)
+    assert code == 1 and len(text.strip().splitlines()) == 1 and "Traceback" not in text, text
+    return text
+
+
+def test_info_checks_what_decompress_checks_before_decoding(tmp_path, binary_model):
+    from acnzip.archive import pack_names
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "k.acn"
+    api.compress(root, arc, model=binary_model, embed_model=True, quiet=True)
+    escaping = _rewrite(arc, tmp_path / "esc.acn",
+                        names=pack_names(["../escape.png", "1.png", "2.png", "3.png"]))
+    model = bytearray(read_archive(arc).model)
+    model[len(model) // 2] ^= 1
+    other_model = _rewrite(arc, tmp_path / "model.acn", model=bytes(model))
+    for crafted, words in ((escaping, "unsafe"), (other_model, "embedded model")):
+        assert words in _refused("info", crafted)
+        assert words in _refused("decompress", crafted, "-o", tmp_path / "out")
+        assert not (tmp_path / "out").exists() and not (tmp_path / "escape.png").exists()
+
+
+def test_a_kept_npz_member_where_the_array_goes_is_refused(tmp_path, binary_model):
+    from acnzip.archive import pack_files
+    src = tmp_path / "g.npz"
+    np.savez(src, x=digits(6), y=np.arange(6))
+    arc = tmp_path / "g.acn"
+    api.compress(src, arc, model=binary_model, quiet=True)
+    a = read_archive(arc)
+    fake = io.BytesIO()
+    np.save(fake, np.full((6, 28, 28), 7, np.uint8))
+    files = [("x.npy", fake.getvalue())]
+    header = dict(a.header, other_files={"count": 1, "bytes": len(fake.getvalue())})
+    crafted = _rewrite(arc, tmp_path / "c.acn", header=header, files=pack_files(files))
+    assert "where the array goes" in _refused("info", crafted)
+    _refused("decompress", crafted, "-o", tmp_path / "out", "--model", binary_model)
+    assert not (tmp_path / "out").exists()
+
+
+def test_npz_with_two_members_of_one_name_is_refused(tmp_path):
+    path = tmp_path / "dup.npz"
+    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                   # zipfile: "Duplicate name"
+        for value in (1, 2):
+            buf = io.BytesIO()
+            np.save(buf, digits(3) * value)
+            zf.writestr("x.npy", buf.getvalue())
+    assert "two members of the same name" in _refused("compress", path, "-o",
+                                                      tmp_path / "a.acn")
+
+
+def test_a_header_claiming_many_images_costs_no_memory_before_the_model_refuses(
+        tmp_path, binary_model):
+    """n = 10^7 images of 1x1: the model check comes before any per-image list."""
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "s.acn"
+    api.compress(root, arc, model=binary_model, order="set", quiet=True)
+    header = dict(read_archive(arc).header, n_images=10 ** 7, shape_chw=[1, 1, 1])
+    crafted = tmp_path / "many.acn"
+    crafted.write_bytes(_with_header(arc.read_bytes(), header))
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    code, text = run_cli("info", crafted)
+    assert code == 0 and "10,000,000" in text, text
+    assert "is for binary 28x28x1" in _refused("decompress", crafted, "-o", tmp_path / "out", "--model",
+                             binary_model)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start
+    assert grown < 200, grown                   # 10^7 names as strings: about 700 MB
+
+
+def test_names_and_paths_sections_inflate_within_their_caps(monkeypatch):
+    from acnzip.archive import ArchiveError, pack_files, pack_names, unpack_files, \
+        unpack_names
+    names = [f"{'a' * 200}{i}.png" for i in range(50)]
+    assert unpack_names(pack_names(names), 50) == names
+    monkeypatch.setattr(LIMITS, "max_names_bytes", 5000)
+    with pytest.raises(ArchiveError, match="names section is damaged"):
+        unpack_names(pack_names(names), 50)
+    files = [(f"{'b' * 300}/{i}", b"") for i in range(20)]
+    assert unpack_files(pack_files(files), 20, 0) == files
+    monkeypatch.setattr(LIMITS, "max_paths_bytes", 1000)
+    with pytest.raises(ArchiveError, match="files section is damaged"):
+        unpack_files(pack_files(files), 20, 0)
+
+
+def test_crafted_model_fields_and_foreign_formats_are_short_lines(binary_model):
+    blob = _model_blob(binary_model)
+    nan = dict(blob, weights={k: v.clone() for k, v in blob["weights"].items()})
+    next(v for v in nan["weights"].values() if v.is_floating_point()).view(-1)[0] = np.nan
+    bare = {"format": "acnzip-model", "version": 1}
+    other = dict(blob, format="something else")
+    for crafted, words in ((nan, "not all finite"), (bare, "no field"),
+                           (other, "not an acnzip model file")):
+        with pytest.raises(ModelFileError, match=words) as info:
+            load_model(_bytes_of(crafted))
+        assert len(str(info.value)) < 300                    # never the file's bytes
+
+
+def test_a_failed_write_leaves_no_folders_it_created(tmp_path):
+    from acnzip.atomic import write_folder
+
+    def fails(path):
+        raise OSError("disk full")
+    target = tmp_path / "new1" / "new2" / "out"
+    with pytest.raises(OSError, match="disk full"):
+        write_folder(target, [("a.png", fails)])
+    assert list(tmp_path.iterdir()) == []
