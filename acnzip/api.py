@@ -289,8 +289,10 @@ def _check_restorable(ds, order: str) -> None:
                       "the restored folder")
     except ArchiveError as exc:
         why = str(exc)
-        hint = "" if order == "keep" else \
-            f" (--order {order} restores the images as 0.png, 1.png, ...; try --order keep)"
+        width = len(str(len(ds) - 1))
+        hint = "" if order == "keep" else (
+            f" (--order {order} restores the images as {0:0{width}d}.png, {1:0{width}d}.png, "
+            "...; try --order keep)")
         raise CompressError(f"cannot store this folder: {why}{hint}") from None
 
 
@@ -361,7 +363,8 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     mf, what = _load_for_archive(archive, model)
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)   # first: it bounds n_images
     names, others = _sections(archive)
-    outputs = _output_paths(h, names, others)
+    outputs = list(_output_paths(h, names, others))          # n is bounded by now
+    _refuse_overwriting_the_archive(Path(archive_path), outdir, outputs)
     check_folder_output(outdir, force, outputs)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
@@ -448,6 +451,17 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
     return itertools.chain((f"{i:0{width}d}.png" for i in range(n)), kept)
 
 
+def _refuse_overwriting_the_archive(archive_path: Path, outdir: Path, outputs: list[str]):
+    """An archive inside OUTDIR at one of the paths it restores would be replaced (with -f)."""
+    try:
+        rel = archive_path.resolve().relative_to(outdir.resolve()).as_posix()
+    except ValueError:
+        return
+    if rel in set(outputs):
+        raise CompressError(f"{archive_path} is one of the files it restores into {outdir}: "
+                            "move it out of the folder first")
+
+
 def _sections(archive: Archive) -> tuple[list[str] | None, list]:
     """The stored image names (None: not stored) and the files kept byte for byte, inflated
     within their limits and checked."""
@@ -466,8 +480,10 @@ def archive_info(archive_path: str | Path) -> dict:
     a = read_archive(archive_path)
     names, others = _sections(a)
     _output_paths(a.header, names, others)             # checks at once; nothing listed
-    if a.model and hashlib.sha256(a.model).hexdigest() != a.header["model_sha256"]:
-        raise ArchiveError("the embedded model is not the one the header names (damaged)")
+    if a.model:
+        if hashlib.sha256(a.model).hexdigest() != a.header["model_sha256"]:
+            raise ArchiveError("the embedded model is not the one the header names (damaged)")
+        load_model(a.model, name="the embedded model")    # every field, as decompress does
     sizes = {"frame_bytes": fixed_bytes(a.version), "header_bytes": None,
              "names_bytes": len(a.names), "other_files_bytes": len(a.files),
              "model_bytes": len(a.model), "payload_bytes": len(a.payload)}

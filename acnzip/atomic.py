@@ -104,6 +104,8 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} exists and is not a folder")
+    if path.is_symlink() and not path.exists():
+        raise OutputExistsError(f"{path} is a symbolic link to nothing")
     if not path.is_dir() or _is_empty_dir(path):
         return
     if not force:

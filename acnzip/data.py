@@ -220,9 +220,8 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
                     raise DataError(f"{path}: the other arrays hold more than "
                                     f"{LIMITS.max_other_bytes >> 20} MiB")
                 kept = [(m, zf.read(members[m])) for m in others]
-            fh.seek(0)
-            with np.load(fh, allow_pickle=False) as npz:
-                return npz[chosen], chosen, kept, size
+                with zf.open(info) as f:      # this member, not np.load's choice by key
+                    return np.lib.format.read_array(f, allow_pickle=False), chosen, kept, size
     except DataError:
         raise
     except (KeyboardInterrupt, MemoryError):
@@ -399,8 +398,9 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
         images.append(arr)
         names.append(name)
     if not images:
-        raise DataError(f"{root}: no image files found (looked for single-frame "
-                        f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)})")
+        raise DataError(f"{root}: no images acnzip codes (single-frame "
+                        f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)}, at most 8 "
+                        f"bits per sample); {len(others):,} other files")
     check_names(names, [n for n, _ in others])
     kept = [(n, p.read_bytes()) for n, p in others]
     return _dataset(np.stack(images), names, str(root), first[2], kept, total)

@@ -113,7 +113,9 @@ def nearest(points: np.ndarray, anchors: np.ndarray, k: int,
     (distance, index) is the same whichever blocks it is merged from). Long blocks are first
     screened by a matrix product with a certified error bound (`_screen`) and only the
     survivors' exact distances are computed, so the cost is one BLAS product per block, O(B H D)
-    multiply-adds at BLAS speed, and the result is the same as the exhaustive exact search's."""
+    multiply-adds at BLAS speed, and the result is the same as the exhaustive exact search's.
+    Where more than 2**10 columns per row survive (ties: many identical anchors), the block is
+    searched exhaustively in pieces of 2**10 instead, so memory stays O(B (2**15 + 2**10 D))."""
     points = np.asarray(points, dtype=np.float64)
     anchors = np.asarray(anchors, dtype=np.float64)
     b, h = len(points), len(anchors)
@@ -130,6 +132,14 @@ def nearest(points: np.ndarray, anchors: np.ndarray, k: int,
             best_d, best_i = _smallest(d2, idx, k)
             continue
         rows, cols = _screen(points, block, k)
+        if len(rows) > b * _SCREEN_MIN:      # many ties (identical codes): exact, in pieces
+            for s in range(0, len(block), _SCREEN_MIN):
+                piece = block[s:s + _SCREEN_MIN]
+                d2 = np.concatenate([best_d, _distances(points, piece)], axis=1)
+                idx = np.concatenate([best_i, np.broadcast_to(
+                    np.arange(start + s, start + s + len(piece)), (b, len(piece)))], axis=1)
+                best_d, best_i = _smallest(d2, idx, k)
+            continue
         kept = best_d.shape[1]
         rows = np.concatenate([np.repeat(np.arange(b), kept), rows])
         d2 = np.concatenate([best_d.ravel(), _squared(points[rows[b * kept:]], block[cols])])

@@ -464,3 +464,55 @@ def test_a_failed_write_leaves_no_folders_it_created(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_folder(target, [("a.png", fails)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_npz_member_coded_is_the_one_checked(tmp_path, binary_model):
+    """np.load(npz)['x'] prefers a member named exactly 'x' over 'x.npy': the array is read
+    from the member acnzip checked (x.npy), and 'x' is kept byte for byte beside it."""
+    path = tmp_path / "two.npz"
+    members = {}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, arr in (("x.npy", digits(6)), ("x", np.zeros((6, 28, 28), np.uint8))):
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            members[name] = buf.getvalue()
+            zf.writestr(name, members[name])
+    api.compress(path, tmp_path / "a.acn", model=binary_model, quiet=True)
+    api.decompress(tmp_path / "a.acn", tmp_path / "out", model=binary_model, quiet=True)
+    with zipfile.ZipFile(tmp_path / "out" / "two.npz") as zf:
+        assert zf.read("x") == members["x"]
+        assert np.array_equal(np.lib.format.read_array(io.BytesIO(zf.read("x.npy"))), digits(6))
+
+
+def test_decompress_never_replaces_the_archive_it_reads(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "a.acn"
+    api.compress(root, arc, model=binary_model, quiet=True)
+    inside = root / "0.png"
+    kept = inside.read_bytes()
+    inside.write_bytes(arc.read_bytes())                   # the archive, named like an output
+    code, text = run_cli("decompress", inside, "-o", root, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "one of the files it restores" in text, text
+    assert inside.read_bytes() == arc.read_bytes() and kept
+
+
+def test_a_dangling_symlink_as_outdir_is_one_line(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "a.acn"
+    api.compress(root, arc, model=binary_model, quiet=True)
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "nowhere")
+    assert "symbolic link to nothing" in _refused("decompress", arc, "-o", link, "--model",
+                                                  binary_model)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_info_refuses_an_embedded_model_decompress_would_refuse(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "e.acn"
+    api.compress(root, arc, model=binary_model, embed_model=True, quiet=True)
+    blob = _model_blob(binary_model)
+    crafted = _bytes_of(dict(blob, model_config=dict(blob["model_config"], bogus=1)))
+    header = dict(read_archive(arc).header, model_sha256=hashlib.sha256(crafted).hexdigest())
+    bad = _rewrite(arc, tmp_path / "bad.acn", header=header, model=crafted)
+    assert "not a usable acnzip model" in _refused("info", bad)

@@ -87,6 +87,27 @@ def test_screened_search_equals_the_exhaustive_one(case):
         assert np.array_equal(nearest(points, anchors, k, chunk=1100), want), (case, k)
 
 
+def test_identical_anchors_are_searched_in_bounded_memory():
+    """All-equal codes (an all-black dataset): every anchor ties, every column survives the
+    screen; the block is then searched exactly in pieces, with the exhaustive answer and
+    memory far below the B x H x D floats the survivors' distances would take."""
+    import tracemalloc
+    b, h, d = 64, 1 << 15, 16
+    anchors, points = np.zeros((h, d)), np.zeros((b, d))
+    anchors[h - 3] = 5.0                                   # one anchor that is not a tie
+    want = np.broadcast_to(np.arange(16), (b, 16))         # ties by the lower index
+    tracemalloc.start()
+    try:
+        got = nearest(points, anchors, 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, want)
+    assert peak < b * h * d * 8 // 2, peak    # the survivors and their distances: > 536 MB
+    far = np.full((b, d), 5.0)
+    assert np.array_equal(nearest(far, anchors, 2)[:, 0], np.full(b, h - 3))
+
+
 def _prior(rng, h, d=3, k=4, n=25, base_weight=0.0):
     means = rng.normal(0, 2, (h, d))
     mix = lambda j: DiscretisedMixture(np.ones((len(j), d, 1)), means[j][..., None],
