@@ -400,7 +400,7 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
     if not images:
         raise DataError(f"{root}: no images acnzip codes (single-frame "
                         f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)}, at most 8 "
-                        f"bits per sample); {len(others):,} other files")
+                        f"bits per sample); {len(others):,} other file{'' if len(others) == 1 else 's'}")
     check_names(names, [n for n, _ in others])
     kept = [(n, p.read_bytes()) for n, p in others]
     return _dataset(np.stack(images), names, str(root), first[2], kept, total)
