@@ -27,7 +27,7 @@ from .archive import (MAGIC, Archive, ArchiveError, associative, check_header, c
                       fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
                       unpack_files, unpack_names, write_archive)
 from .atomic import check_folder_output, check_output, write_folder
-from .data import load_dataset, png_name, restore_writers
+from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
 from .inputs import open_regular
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
@@ -156,8 +156,6 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     out = Path(out)
     check_output(out, force)
     refuse_replacing_input(out, data, "the archive")
-    if not out.absolute().parent.is_dir():
-        raise CompressError(f"{out.parent}: no such folder for the archive")
     if order not in ORDERS:
         raise CompressError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     if tour not in TOURS:
@@ -289,10 +287,9 @@ def _check_restorable(ds, order: str) -> None:
                       "the restored folder")
     except ArchiveError as exc:
         why = str(exc)
-        width = len(str(len(ds) - 1))
+        first = ", ".join(itertools.islice(image_names(header, None), 2))
         hint = "" if order == "keep" else (
-            f" (--order {order} restores the images as {0:0{width}d}.png, {1:0{width}d}.png, "
-            "...; try --order keep)")
+            f" (--order {order} restores the images as {first}, ...; try --order keep)")
         raise CompressError(f"cannot store this folder: {why}{hint}") from None
 
 
@@ -435,7 +432,7 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
             raise ArchiveError(f"{what} keeps a member {src['key']}.npy where the array goes")
         return [src["file"]]
     if names is not None:
-        paths = [png_name(x) for x in names] + kept
+        paths = [*image_names(h, names), *kept]
         check_paths(paths, what)
         return paths
     check_paths(kept, what)
@@ -448,7 +445,7 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
                 stem.isdigit() and int(stem) < n:
             raise ArchiveError(f"{what}: {head!r} is both a restored image and a kept "
                                f"{'file' if head == p else 'folder'}")
-    return itertools.chain((f"{i:0{width}d}.png" for i in range(n)), kept)
+    return itertools.chain(image_names(h, None), kept)
 
 
 def _refuse_overwriting_the_archive(archive_path: Path, outdir: Path, outputs: list[str]):

@@ -30,6 +30,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -224,7 +225,7 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
                     return np.lib.format.read_array(f, allow_pickle=False), chosen, kept, size
     except DataError:
         raise
-    except (KeyboardInterrupt, MemoryError):
+    except MemoryError:
         raise
     except Exception as exc:    # OSError, zip and zlib errors, encrypted or unknown members...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -302,7 +303,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, str] | None:
                 img.load()
                 mode = img.mode
                 arr = np.asarray(img, dtype=np.uint8)
-    except (KeyboardInterrupt, MemoryError):
+    except MemoryError:
         raise
     except Exception:                              # a damaged or crafted file: not an image
         return None
@@ -398,22 +399,24 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
         images.append(arr)
         names.append(name)
     if not images:
+        plural = "" if len(others) == 1 else "s"
         raise DataError(f"{root}: no images acnzip codes (single-frame "
                         f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)}, at most 8 "
-                        f"bits per sample); {len(others):,} other file{'' if len(others) == 1 else 's'}")
+                        f"bits per sample); {len(others):,} other file{plural}")
     check_names(names, [n for n, _ in others])
     kept = [(n, p.read_bytes()) for n, p in others]
     return _dataset(np.stack(images), names, str(root), first[2], kept, total)
 
 
 # -- restoring a dataset (decompress) ------------------------------------------------------
-def image_names(h: dict, names: list[str] | None) -> list[str]:
+def image_names(h: dict, names: list[str] | None) -> Iterable[str]:
     """Relative paths of the restored images of a folder archive: the stored names with
-    .png suffixes, or 0.png, 1.png, ... (zero-padded) when no names were stored."""
+    .png suffixes, or 0.png, 1.png, ... (zero-padded; generated one at a time, so a header's
+    n costs no memory here) when no names were stored."""
     n = h["n_images"]
     if names is not None:
         return [png_name(x) for x in names]
-    return [f"{i:0{len(str(n - 1))}d}.png" for i in range(n)]
+    return (f"{i:0{len(str(n - 1))}d}.png" for i in range(n))
 
 
 def restore_writers(pixels: np.ndarray, names, others, h: dict):
