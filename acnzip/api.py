@@ -98,6 +98,7 @@ class Report:
     j_back_bits: float = 0.0    # --order set: returned by q(j | z)
     choice_back_bits: float = 0.0   # --order set: returned by the multiset choices
     portable: bool = False      # integer-exact networks and tables (decodes on any machine)
+    empty_folders: int = 0      # folders with no file beneath them, created again by decompress
 
     def as_dict(self) -> dict:
         n, sec = self.n_images, self.sections
@@ -107,7 +108,7 @@ class Report:
         per_image_nats = LN2 / n
         return {
             "n_images": n, "n_other_files": self.n_other_files,
-            "input_bytes": self.input_bytes, **sec,
+            "n_empty_folders": self.empty_folders, "input_bytes": self.input_bytes, **sec,
             "fixed_cost_bytes": sec["frame_bytes"] + sec["header_bytes"] + sec["names_bytes"],
             "compression_ratio": self.input_bytes / sec["archive_bytes"],
             "bits_per_image": archive_bits / n,
@@ -217,7 +218,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     header = {
         "acnzip_version": __version__, "n_images": n, "shape_chw": list(shape),
         "binary": ds.binary, "binary_value": ds.binary_value, "mode": ds.mode,
-        "source": dict(ds.origin) if ds.origin["kind"] != "folder" else {"kind": "folder"},
+        "source": dict(ds.origin),
         "order": order, **layout_info, "seed_words": words,
         **({"posterior_window": coder.window} if coder.window else {}),
         "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
@@ -246,7 +247,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
                     len(layout_info.get("chain_lengths", [])),
                     {"name": model_file_name(model_path), "sha256": model_sha, "from": where}, renamed,
                     getattr(costs, "j_bits", 0.0), getattr(costs, "j_back_bits", 0.0),
-                    getattr(costs, "choice_back_bits", 0.0), coder.portable)
+                    getattr(costs, "choice_back_bits", 0.0), coder.portable,
+                    len(ds.origin.get("folders", [])))
     return report.as_dict()
 
 
@@ -361,8 +363,9 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)   # first: it bounds n_images
     names, others = _sections(archive)
     outputs = list(_output_paths(h, names, others))          # n is bounded by now
+    folders = h["source"].get("folders", [])
     _refuse_overwriting_the_archive(Path(archive_path), outdir, outputs)
-    check_folder_output(outdir, force, outputs)
+    check_folder_output(outdir, force, outputs, folders)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
     scales, levels = portable.get("scales"), portable.get("levels", Q)
@@ -411,29 +414,32 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     if not np.array_equal(stack.words(), AnsStack.with_initial_bits(h["seed_words"], h["seed"]).words()):
         raise CompressError("archive decoded inconsistently (the initial bits did not come "
                             "back): it is damaged or was made by a different computation")
-    written = write_folder(outdir, restore_writers(restored, names, others, h), force)
+    written = write_folder(outdir, restore_writers(restored, names, others, h), force, folders)
     return {"n_images": n, "n_other_files": len(others) if h["source"]["kind"] == "folder" else 0,
-            "files_written": len(written), "decode_seconds": time.perf_counter() - t0,
+            "files_written": len(written), "n_empty_folders": len(folders),
+            "decode_seconds": time.perf_counter() - t0,
             "outdir": str(outdir),
             "restored_bytes": sum((outdir / r).stat().st_size for r in written)}
 
 
 def _output_paths(h: dict, names: list[str] | None, others: list,
                   what: str = "archive") -> Iterable[str]:
-    """Every file decompress will write, relative to the output folder (checked: safe,
-    distinct, no file where another needs a folder, no kept .npz member where the array goes;
-    ArchiveError naming `what` otherwise). Generated image names (0.png, 1.png, ...) are
-    distinct by construction: only the kept files are compared with them, so a header
-    claiming many images costs no memory here."""
-    kept = [p for p, _ in others]
+    """Every file decompress will write, relative to the output folder (checked, with the
+    empty folders it creates: safe, distinct, no file where another needs a folder, no kept
+    .npz member where the array goes; ArchiveError naming `what` otherwise). Generated image
+    names (0.png, 1.png, ...) are distinct by construction: only the kept files and the
+    folders are compared with them, so a header claiming many images costs no memory here."""
     src = h["source"]
+    kept = [p for p, _ in others]
+    folders = src.get("folders", [])
+    files, kept = kept, kept + folders
     if src["kind"] != "folder":
         if src["kind"] == "npz" and f"{src['key']}.npy" in kept:
             raise ArchiveError(f"{what} keeps a member {src['key']}.npy where the array goes")
         return [src["file"]]
     if names is not None:
-        paths = [*image_names(h, names), *kept]
-        check_paths(paths, what)
+        paths = [*image_names(h, names), *files]
+        check_paths(paths + folders, what)
         return paths
     check_paths(kept, what)
     n = h["n_images"]
@@ -444,8 +450,8 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
         if head.endswith(".png") and len(stem) == width and stem.isascii() and \
                 stem.isdigit() and int(stem) < n:
             raise ArchiveError(f"{what}: {head!r} is both a restored image and a kept "
-                               f"{'file' if head == p else 'folder'}")
-    return itertools.chain(image_names(h, None), kept)
+                               f"{'file' if head == p and p not in folders else 'folder'}")
+    return itertools.chain(image_names(h, None), files)
 
 
 def _refuse_overwriting_the_archive(archive_path: Path, outdir: Path, outputs: list[str]):

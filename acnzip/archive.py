@@ -1,12 +1,13 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format versions 6, 5 and 4 (little-endian; docs/format.md has the full table
-and keys):
+Byte layout of format versions 7, 6, 5 and 4 (little-endian; docs/format.md has the full
+table and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 6 when the header records a posterior window,
-                  else 5 when it records PixelCNN levels, else 4
+    4       2     format version (u16): 7 when the header records empty folders, else 6
+                  when it records a posterior window, else 5 when it records PixelCNN
+                  levels, else 4
                   (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
                   files section, are read too (they differ in which orders use which
                   protocol, and 3 and older have no portable archives)
@@ -52,7 +53,7 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
@@ -61,7 +62,8 @@ _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           3: struct.Struct("<4sHHIIQQQ"),
           4: struct.Struct("<4sHHIIQQQ"),
           5: struct.Struct("<4sHHIIQQQ"),
-          6: struct.Struct("<4sHHIIQQQ")}
+          6: struct.Struct("<4sHHIIQQQ"),
+          7: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -122,10 +124,13 @@ def _header_bytes(header: dict) -> bytes:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 6 when q(z|x) is coded on a window (`posterior_window`), else 5 when its
+    describes it. 7 when a folder's source lists empty folders (`source.folders`), else 6
+    when q(z|x) is coded on a window (`posterior_window`), else 5 when its
     portable networks record PixelCNN activation levels (8-bit models), else 4, so that
     archives which do not need a newer version keep their bytes and older readers still
     decode them."""
+    if "folders" in header.get("source", {}):
+        return 7
     if "posterior_window" in header:
         return 6
     return 5 if "levels" in header.get("portable", {}) else 4
@@ -256,6 +261,15 @@ def _is_num(v) -> bool:
     return (_is_int(v) or isinstance(v, float)) and v == v and abs(v) != float("inf")
 
 
+def _utf8_length(v) -> int:
+    """Bytes of the string `v` in UTF-8; a huge number for anything else (a non-string, a
+    lone surrogate), so one comparison with a limit refuses it."""
+    try:
+        return len(v.encode("utf-8")) if isinstance(v, str) else 1 << 62
+    except UnicodeEncodeError:
+        return 1 << 62
+
+
 def _fail(what: str):
     raise ArchiveError(f"archive header: {what}")
 
@@ -348,6 +362,8 @@ def check_header(h: dict, archive: Archive) -> None:
     if mode == "1" and not h["binary"]:
         _fail("'mode' 1 needs binary pixels")
     _check_source(h.get("source"), shape[0])
+    if "folders" in h["source"] and archive.version < 7:
+        _fail("'source.folders' needs format version 7")
     if h["order"] not in ("keep", "set", "tour") or (h["order"] == "keep") != archive.order_kept \
             or (h["order"] == "tour" and archive.version < 2):
         _fail("order and flags disagree")
@@ -408,8 +424,17 @@ def _check_source(src, channels: int) -> None:
     if not isinstance(src, dict) or src.get("kind") not in ("folder", "npy", "npz"):
         _fail("'source' must be a folder, npy or npz description")
     if src["kind"] == "folder":
-        if set(src) != {"kind"}:
-            _fail("'source' of a folder has only a kind")
+        if not set(src) <= {"kind", "folders"}:
+            _fail("'source' of a folder has only a kind and its empty folders")
+        if "folders" in src:
+            folders = src["folders"]
+            if not isinstance(folders, list) or not folders or \
+                    not all(_utf8_length(f) <= LIMITS.max_name_bytes for f in folders):
+                _fail("'source.folders' must be a non-empty list of paths")
+            try:
+                check_paths(folders, "'source.folders'")
+            except ArchiveError as exc:
+                _fail(str(exc))
         return
     name = _text(src.get("file"), "'source.file'")
     if not safe_name(name) or "/" in name:

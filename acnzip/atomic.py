@@ -95,11 +95,13 @@ def _is_empty_dir(path: Path) -> bool:
         return next(it, None) is None
 
 
-def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -> None:
+def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = (),
+                        folders: Iterable[str] = ()) -> None:
     """Refuse an output folder that cannot take the outputs (before any work): a file in its
-    place; an existing non-empty folder without `force`; with `force`, an output path whose
-    place (or a parent's) is taken by something of the other kind (a folder where a file goes),
-    or a parent is a symbolic link (files are never written through one).
+    place; an existing non-empty folder without `force`; with `force`, an output path (a file
+    of `relpaths`, a folder of `folders`) whose place (or a parent's) is taken by something of
+    the other kind (a folder where a file goes), or by a symbolic link where a folder goes
+    (nothing is ever written through one).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -115,6 +117,14 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -
         target = path / rel
         if target.is_dir() and not target.is_symlink():
             raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
+    for rel in folders:
+        target = path / rel
+        if target.is_symlink():
+            raise OutputExistsError(f"{target} is a symbolic link, the archive restores a "
+                                    "folder there")
+        if target.exists() and not target.is_dir():
+            raise OutputExistsError(f"{target} is a file, the archive restores a folder there")
+    for rel in [*relpaths, *folders]:
         for parent in list(Path(rel).parents)[:-1]:
             p = path / parent
             if p.is_symlink():            # writing through it would land outside the folder
@@ -125,24 +135,27 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = ()) -
 
 
 def write_folder(path: Path, files: Iterable[tuple[str, Callable[[Path], None]]],
-                 force: bool = False) -> list[str]:
-    """Write each (relative path, writer) under the folder `path`; writer(p) creates file p.
+                 force: bool = False, folders: Iterable[str] = ()) -> list[str]:
+    """Write each (relative path, writer) under the folder `path`; writer(p) creates file p;
+    create each folder of `folders` (relative paths; an existing one is kept as it is).
 
     All files are written into a temporary folder first; then the whole folder is renamed into
     place (when `path` does not exist) or each file is moved in with os.replace (an existing
-    folder: empty, or any with `force`; see check_folder_output). Returns the relative paths.
+    folder: empty, or any with `force`; see check_folder_output). Returns the relative paths
+    of the files.
     """
     path = Path(path)
-    files = list(files)
+    files, folders = list(files), list(folders)
     rels = [rel for rel, _ in files]
-    check_folder_output(path, force, rels)
+    check_folder_output(path, force, rels, folders)
     exists = path.is_dir()          # then empty or force: the temporary folder goes inside
     parent = path if exists else path.absolute().parent
     with _new_folders(parent):
-        return _write_into(path, parent, exists, files, rels)
+        return _write_into(path, parent, exists, files, rels, folders)
 
 
-def _write_into(path: Path, parent: Path, exists: bool, files, rels: list[str]) -> list[str]:
+def _write_into(path: Path, parent: Path, exists: bool, files, rels: list[str],
+                folders: list[str]) -> list[str]:
     stem = ".acnzip" if exists else f".{path.absolute().name}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{stem}.", suffix=".tmp", dir=parent))
     try:
@@ -151,15 +164,19 @@ def _write_into(path: Path, parent: Path, exists: bool, files, rels: list[str]) 
             target.parent.mkdir(parents=True, exist_ok=True)
             writer(target)
             os.chmod(target, 0o666 & ~_umask())
+        for rel in folders:
+            (tmp / rel).mkdir(parents=True, exist_ok=True)
         if not exists:
             for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
                 os.chmod(d, 0o777 & ~_umask())         # mkdtemp makes 0700
             os.replace(tmp, path)
             return rels
-        check_folder_output(path, True, rels)           # again: it may have changed meanwhile
+        check_folder_output(path, True, rels, folders)  # again: it may have changed meanwhile
         for rel in rels:
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, path / rel)
+        for rel in folders:
+            (path / rel).mkdir(parents=True, exist_ok=True)
         return rels
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

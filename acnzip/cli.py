@@ -44,6 +44,9 @@ def user_errors(fn):
             raise
         except Terminated:
             raise click.ClickException("terminated (SIGTERM); nothing partial was left") from None
+        except BrokenPipeError:            # `acnzip info A.acn | head -1`: the reader is gone
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+            sys.exit(1)
         except (MemoryError, RecursionError) as exc:
             raise click.ClickException(f"out of memory or too deeply nested input "
                                        f"({type(exc).__name__})") from None
@@ -363,7 +366,7 @@ def compress(data, out_arg, output, model, order, tour, portable, embed_model, r
     reads (PNG, JPEG, BMP, ...; modes 1, L, LA, RGB, RGBA; all one size and mode; at most 8
     bits per sample) are coded with the ACN; every other file (README, labels, hidden files,
     multi-frame TIFFs, palette or 16-bit images) is kept byte for byte, as are a .npz's other
-    arrays. decompress gives back every
+    arrays and the empty sub-folders. decompress gives back every
     file: images as PNG with identical pixels, name and mode (a photo.jpg comes back as
     photo.png: the pixels are kept, not the JPEG file's bytes); everything else as it was.
     """
@@ -399,6 +402,8 @@ def _summary(r: dict, data, out: Path) -> str:
     what = _count(r["n_images"], "image")
     if r["n_other_files"]:
         what += f" + {_count(r['n_other_files'], 'other file')} kept byte for byte"
+    if r["n_empty_folders"]:
+        what += f" + {_count(r['n_empty_folders'], 'empty folder')}"
     lines = [f"{data}: {what}, {r['input_bytes']:,} -> {r['archive_bytes']:,} bytes "
              f"({r['compression_ratio']:.1f}x smaller) in {out}, {r['encode_seconds']:.1f} s"]
     if r["images_renamed"]:
@@ -440,6 +445,8 @@ def decompress(archive, out_arg, output, model, threads, force, quiet):
         what = _count(r["n_images"], "image")
         if r["n_other_files"]:
             what += f" + {_count(r['n_other_files'], 'other file')}"
+        if r["n_empty_folders"]:
+            what += f" + {_count(r['n_empty_folders'], 'empty folder')}"
         click.echo(f"{outdir}: {what} restored, {_count(r['files_written'], 'file')} "
                    f"({r['restored_bytes']:,} bytes), {r['decode_seconds']:.1f} s", err=True)
 
@@ -459,9 +466,11 @@ def info(archive, as_json):
     c, hh, w = h["shape_chw"]
     kind = "binary" if h["binary"] else "8-bit"
     others = h.get("other_files", {}).get("count", 0)
+    folders = len(h["source"].get("folders", []))
     click.echo(f"{archive}: {_count(h['n_images'], kind + ' image')} {hh}x{w}x{c} (mode "
                f"{h['mode']}, from a {h['source']['kind']})"
                + (f" + {_count(others, 'other file')} kept byte for byte" if others else "")
+               + (f" + {_count(folders, 'empty folder')}" if folders else "")
                + f", order {h['order']}, "
                + (f"{len(h['chain_lengths'])} chains" if "chain_lengths" in h else
                   f"batches up to {h['batch']}, {h['neighbours']} neighbours"))

@@ -64,7 +64,8 @@ class Dataset:
     other_files: list = field(default_factory=list)   # [(relative path, bytes)] kept as they are
     input_bytes: int = 0    # size of everything read, as files on disk
     origin: dict = field(default_factory=lambda: {"kind": "folder"})   # how to write it back:
-    #   {"kind": "folder"} or {"kind": "npy"|"npz", "file": name, "key": npz key, "ndim": 3|4,
+    #   {"kind": "folder"} (and "folders": the empty sub-folders, data.empty_folders) or
+    #   {"kind": "npy"|"npz", "file": name, "key": npz key, "ndim": 3|4,
     #   and "dtype": "bool" / "fortran_order": true where the array was so}
 
     @property
@@ -337,15 +338,16 @@ def check_names(names: list[str], others: list[str] = ()) -> None:
         seen[out] = name
 
 
-def _folder_files(root: Path) -> list[Path]:
+def _folder_files(root: Path) -> tuple[list[Path], list[Path]]:
     """The files under `root`, sorted by relative path (symlinks to files followed; the
-    folder's own sub-folders walked). Anything decompress could not give back is refused
-    (DataError), never skipped: an unreadable folder, a FIFO, socket or device, a symlink to
-    a folder or to nothing."""
+    folder's own sub-folders walked), and its sub-folders. Anything decompress could not give
+    back is refused (DataError), never skipped: an unreadable folder, a FIFO, socket or
+    device, a symlink to a folder or to nothing."""
     def unreadable(exc: OSError):
         raise DataError(f"cannot read the folder {exc.filename}: {exc.strerror}")
 
-    found, why = [], "acnzip stores regular files and folders only: move it out of the folder"
+    found, folders = [], []
+    why = "acnzip stores regular files and folders only: move it out of the folder"
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         for name in dirnames + filenames:
             path = Path(dirpath) / name
@@ -356,11 +358,19 @@ def _folder_files(root: Path) -> list[Path]:
             if stat.S_ISDIR(mode):
                 if path.is_symlink():
                     raise DataError(f"{path} is a symbolic link to a folder; {why}")
+                folders.append(path)
             elif not stat.S_ISREG(mode):
                 raise DataError(f"{path} is {kind_of(mode)}; {why}")
             else:
                 found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix()), folders
+
+
+def empty_folders(folders: list[str], files: list[str]) -> list[str]:
+    """The folders (relative paths) with no file anywhere beneath them, deepest only: the ones
+    decompress must create for the tree to come back whole (their parents come with them)."""
+    above = {str(p) for f in [*files, *folders] for p in PurePosixPath(f).parents}
+    return sorted(d for d in folders if d not in above)
 
 
 def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
@@ -368,7 +378,8 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
     single-frame images in a supported mode are the dataset, the rest is kept byte for byte."""
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
-    files = [p for p in _folder_files(root) if p.resolve() != skip]
+    found, folders = _folder_files(root)
+    files = [p for p in found if p.resolve() != skip]
     images, names, others, first, total, other_total, pixel_bytes = [], [], [], None, 0, 0, 0
     for path in files:
         name = path.relative_to(root).as_posix()
@@ -403,9 +414,14 @@ def load_folder(root: Path, exclude: Path | None = None) -> Dataset:
         raise DataError(f"{root}: no images acnzip codes (single-frame "
                         f"{', '.join(IMAGE_EXTENSIONS)} in modes {', '.join(_MODES)}, at most 8 "
                         f"bits per sample); {len(others):,} other file{plural}")
-    check_names(names, [n for n, _ in others])
+    empty = empty_folders([d.relative_to(root).as_posix() for d in folders],
+                          [p.relative_to(root).as_posix() for p in files])
+    check_names(names, [n for n, _ in others] + empty)
     kept = [(n, p.read_bytes()) for n, p in others]
-    return _dataset(np.stack(images), names, str(root), first[2], kept, total)
+    ds = _dataset(np.stack(images), names, str(root), first[2], kept, total)
+    if empty:
+        ds.origin["folders"] = empty
+    return ds
 
 
 # -- restoring a dataset (decompress) ------------------------------------------------------

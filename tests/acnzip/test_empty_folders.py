@@ -1,0 +1,183 @@
+"""Empty folders of a DATA folder come back (format version 7, `source.folders`): a tree is
+restored whole, with nothing created outside the output folder or through a link, and a
+crafted list of folders is refused in one line."""
+import struct
+from pathlib import Path
+
+import pytest
+
+from acnzip import api
+from acnzip.archive import (Archive, ArchiveError, FORMAT_VERSION, pack, read_archive,
+                            unpack, write_archive)
+from acnzip.atomic import OutputExistsError, write_folder
+from acnzip.data import empty_folders
+
+from .test_archive import ARCHIVE, NAMES, _portable_header, _with_header, valid_header
+from .test_input_safety import _binary_folder
+from .test_safety import run_cli
+
+
+def tree(root: Path) -> list[str]:
+    """Every file and folder under root, relative, sorted."""
+    return sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "")
+                  for p in root.rglob("*"))
+
+
+def test_empty_folders_are_the_deepest_folders_with_no_file_beneath():
+    folders = ["a", "a/b", "c", "c/d", "c/d/e", "f", "g"]
+    files = ["a/b/x.png", "c/y.txt", "g/h/z.png"]
+    assert empty_folders(folders, files) == ["c/d/e", "f"]
+    assert empty_folders([], ["x.png"]) == []
+
+
+@pytest.mark.parametrize("order", ["keep", "set"])
+def test_a_folder_with_empty_folders_comes_back_whole(tmp_path, binary_model, order):
+    root = _binary_folder(tmp_path / "d")
+    for d in ("empty", "nested/deeper/deepest", "class_7", "with_file/also_empty", ".hidden"):
+        (root / d).mkdir(parents=True)
+    (root / "with_file" / "notes.txt").write_text("notes")
+    arc = tmp_path / "d.acn"
+    r = api.compress(root, arc, model=binary_model, order=order, quiet=True)
+    assert r["n_empty_folders"] == 5
+    h = read_archive(arc).header
+    assert h["source"]["folders"] == [".hidden", "class_7", "empty", "nested/deeper/deepest",
+                                      "with_file/also_empty"]
+    assert read_archive(arc).version == FORMAT_VERSION == 7
+    code, text = run_cli("decompress", arc, "-o", tmp_path / "out", "--model", binary_model)
+    assert code == 0 and "5 empty folders" in text, text
+    restored = tree(tmp_path / "out")
+    if order == "set":                        # images come back as 0.png, ...: compare the rest
+        restored = [p for p in restored if not p.endswith(".png")]
+        assert [p for p in tree(root) if not p.endswith(".png")] == restored
+    else:
+        assert restored == tree(root)
+    code, text = run_cli("info", arc)
+    assert code == 0 and "+ 1 other file kept byte for byte + 5 empty folders" in text, text
+
+
+def test_a_folder_without_empty_folders_keeps_version_6(tmp_path, binary_model):
+    root = _binary_folder(tmp_path / "d")
+    (root / "sub").mkdir()
+    (root / "sub" / "a.txt").write_text("a")
+    api.compress(root, tmp_path / "d.acn", model=binary_model, order="set", quiet=True)
+    a = read_archive(tmp_path / "d.acn")
+    assert a.version == 6 and a.header["source"] == {"kind": "folder"}
+
+
+def test_a_folder_holding_only_the_archive_comes_back_empty(tmp_path, binary_model):
+    """The archive written inside DATA is left out of the inputs; its folder is then empty."""
+    root = _binary_folder(tmp_path / "d")
+    (root / "archives").mkdir()
+    api.compress(root, root / "archives" / "d.acn", model=binary_model, quiet=True)
+    api.decompress(root / "archives" / "d.acn", tmp_path / "out", model=binary_model,
+                   quiet=True)
+    assert tree(tmp_path / "out") == [*sorted(f"{i}.png" for i in range(4)), "archives/"]
+
+
+def test_decompress_f_creates_folders_and_never_through_a_link_or_over_a_file(tmp_path,
+                                                                               binary_model):
+    root = _binary_folder(tmp_path / "d")
+    (root / "e" / "f").mkdir(parents=True)
+    arc = tmp_path / "d.acn"
+    api.compress(root, arc, model=binary_model, quiet=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "e").write_text("precious")                      # a file where a folder goes
+    code, text = run_cli("decompress", arc, "-o", out, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "is a file, the archive restores a folder there" in text, text
+    assert (out / "e").read_text() == "precious" and not (out / "0.png").exists()
+    (out / "e").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "e").symlink_to(elsewhere)                        # a link where a folder goes
+    code, text = run_cli("decompress", arc, "-o", out, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "symbolic link" in text, text
+    assert list(elsewhere.iterdir()) == [] and not (out / "0.png").exists()
+    (out / "e").unlink()
+    (out / "e" / "f").mkdir(parents=True)                    # an existing folder is kept
+    (out / "e" / "f" / "mine.txt").write_text("mine")
+    code, text = run_cli("decompress", arc, "-o", out, "--model", binary_model, "-q", "-f")
+    assert code == 0, text
+    assert (out / "e" / "f" / "mine.txt").read_text() == "mine" and (out / "0.png").is_file()
+
+
+def test_write_folder_creates_the_folders_in_new_and_existing_folders(tmp_path):
+    write_folder(tmp_path / "new", [("a", lambda p: p.write_bytes(b"1"))],
+                 folders=["x/y", "z"])
+    assert tree(tmp_path / "new") == ["a", "x/", "x/y/", "z/"]
+    write_folder(tmp_path / "new", [("a", lambda p: p.write_bytes(b"2"))], force=True,
+                 folders=["q"])
+    assert tree(tmp_path / "new") == ["a", "q/", "x/", "x/y/", "z/"]
+    with pytest.raises(OutputExistsError, match="is a file"):
+        write_folder(tmp_path / "new", [], force=True, folders=["a/b"])
+    assert (tmp_path / "new" / "a").read_bytes() == b"2"
+
+
+def _folders_header(folders, **changes) -> dict:
+    h = valid_header(**changes)
+    h["source"] = {"kind": "folder", "folders": folders}
+    return h
+
+
+@pytest.mark.parametrize("folders, message", [
+    ([], "non-empty list of paths"), ("a", "non-empty list of paths"),
+    ([3], "non-empty list of paths"), (["\ud800"], "non-empty list of paths"),
+    (["x" * 5000], "non-empty list of paths"), ([""], "unsafe path"),
+    (["../up"], "unsafe path"), (["/abs"], "unsafe path"), (["a\\b"], "unsafe path"),
+    (["a", "a"], "twice"), (["a", "a/b"], "both a file and a folder")])
+def test_crafted_folder_lists_are_refused_in_one_line(folders, message):
+    with pytest.raises(ArchiveError, match=message) as err:
+        unpack(_with_header(_folders_header(folders), version=7))
+    assert "\n" not in str(err.value)
+
+
+def test_folders_need_version_7_and_a_folder_source_has_nothing_else():
+    assert unpack(_with_header(_folders_header(["a/b", "c"]), version=7)).header[
+        "source"]["folders"] == ["a/b", "c"]
+    with pytest.raises(ArchiveError, match="needs format version 7"):
+        unpack(_with_header(_folders_header(["a"]), version=6))
+    with pytest.raises(ArchiveError, match="only a kind and its empty folders"):
+        unpack(_with_header(valid_header(source={"kind": "folder", "x": 1}), version=7))
+    plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
+    foldered = Archive({**_portable_header(), "source": {"kind": "folder", "folders": ["e"]}},
+                       ARCHIVE.payload, NAMES)
+    assert [unpack(pack(a)).version for a in (plain, foldered)] == [4, 7]
+    assert struct.unpack_from("<H", pack(foldered), 4)[0] == 7
+
+
+@pytest.mark.parametrize("order, folders, message", [
+    ("set", ["1.png"], "'1.png' is both a restored image and a kept folder"),
+    ("set", ["1.png/x"], "'1.png' is both a restored image and a kept folder"),
+    ("set", ["notes.txt"], "twice"), ("set", ["notes.txt/x"], "both a file and a folder"),
+    ("keep", ["0.png"], "twice"), ("keep", ["0.png/x"], "both a file and a folder")])
+def test_folders_where_restored_files_go_are_refused_before_decoding(
+        tmp_path, binary_model, order, folders, message):
+    """A crafted archive whose folders meet its files: decompress and info refuse it in one
+    line and write nothing."""
+    root = _binary_folder(tmp_path / "d")
+    (root / "notes.txt").write_text("n")
+    arc = tmp_path / "d.acn"
+    api.compress(root, arc, model=binary_model, order=order, quiet=True)
+    a = read_archive(arc)
+    a.header["source"] = {"kind": "folder", "folders": folders}
+    a.version = None                                           # written as version 7
+    crafted = tmp_path / "crafted.acn"
+    write_archive(crafted, a)
+    for cmd in (["decompress", crafted, "-o", tmp_path / "out", "--model", binary_model],
+                ["info", crafted]):
+        code, text = run_cli(*cmd)
+        assert code == 1 and message in text and len(text.strip().splitlines()) == 1, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.acn", "d", "d.acn"]
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path, binary_model):
+    """`acnzip info A.acn | head -1`: the pipe's reader closing is not an 'Error:' line."""
+    import subprocess
+    import sys
+    root = _binary_folder(tmp_path / "d")
+    api.compress(root, tmp_path / "d.acn", model=binary_model, quiet=True)
+    p = subprocess.Popen([sys.executable, "-m", "acnzip", "info", "--json", tmp_path / "d.acn"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                     # before the child has written anything (it imports)
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 1 and err == b"", err
