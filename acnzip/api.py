@@ -23,9 +23,9 @@ from tqdm import tqdm
 from codec import AnsStack, BinGrid, CodecError
 from codec.window import DEFAULT_WINDOW
 from . import __version__
-from .archive import (MAGIC, Archive, ArchiveError, associative, check_header, check_paths,
-                      fixed_bytes, pack_files, pack_names, read_archive, section_sizes,
-                      unpack_files, unpack_names, write_archive)
+from .archive import (MAGIC, Archive, ArchiveError, associative, check_header,
+                      check_header_size, check_paths, fixed_bytes, pack_files, pack_names,
+                      read_archive, section_sizes, unpack_files, unpack_names, write_archive)
 from .atomic import check_folder_output, check_output, write_folder
 from .data import image_names, load_dataset, png_name, restore_writers
 from .errors import AcnzipError
@@ -234,6 +234,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     archive = Archive(header, stack.to_bytes(), names, pack_files(ds.other_files),
                       model_blob if embed_model else b"", order_kept=order == "keep")
     try:
+        check_header_size(header)
         check_header(header, archive)            # Bob's checks, before anything is written
     except ArchiveError as exc:
         raise CompressError(f"cannot store this data: {exc}") from None

@@ -118,8 +118,23 @@ def fixed_bytes(version: int = FORMAT_VERSION) -> int:
     return _FIXED[version].size + 8
 
 
+def _header_json(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _header_bytes(header: dict) -> bytes:
-    return zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
+    return zlib.compress(_header_json(header), 9)
+
+
+def check_header_size(header: dict) -> None:
+    """A writer's check: the JSON fits what a reader inflates (MAX_HEADER_JSON); a folder's
+    list of empty folders is what can make it large. ArchiveError otherwise."""
+    size = len(_header_json(header))
+    if size > MAX_HEADER_JSON:
+        raise ArchiveError(f"the archive header would be {size:,} bytes of JSON, over the "
+                           f"{MAX_HEADER_JSON:,} a reader accepts (its list of "
+                           f"{len(header.get('source', {}).get('folders', [])):,} empty "
+                           "folders is too long)")
 
 
 def writer_version(header: dict) -> int:

@@ -181,3 +181,20 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path, binary_model):
     p.stdout.close()                     # before the child has written anything (it imports)
     err = p.stderr.read()
     assert p.wait(timeout=120) == 1 and err == b"", err
+
+
+def test_a_list_of_folders_too_long_for_a_reader_is_refused_at_compress(
+        tmp_path, binary_model, monkeypatch):
+    """A writer never makes a header longer than a reader inflates (MAX_HEADER_JSON)."""
+    from acnzip import archive
+    root = _binary_folder(tmp_path / "d")
+    for i in range(50):
+        (root / f"folder-{i:03d}-{'x' * 100}").mkdir()
+    r = api.compress(root, tmp_path / "ok.acn", model=binary_model, quiet=True)
+    header_json = len(archive._header_json(read_archive(tmp_path / "ok.acn").header))
+    monkeypatch.setattr(archive, "MAX_HEADER_JSON", header_json - 1)
+    code, text = run_cli("compress", root, "-o", tmp_path / "big.acn", "--model",
+                         binary_model, "-q")
+    assert r["n_empty_folders"] == 50 and code == 1, text
+    assert "over the" in text and "50 empty folders is too long" in text, text
+    assert not (tmp_path / "big.acn").exists()
