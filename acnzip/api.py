@@ -364,7 +364,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_fits(mf, tuple(h["shape_chw"]), h["binary"], what)   # first: it bounds n_images
     names, others = _sections(archive)
     outputs = list(_output_paths(h, names, others))          # n is bounded by now
-    folders = h["source"].get("folders", [])
+    folders = _empty_folders(h)
     _refuse_overwriting_the_archive(Path(archive_path), outdir, outputs)
     check_folder_output(outdir, force, outputs, folders)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
@@ -432,7 +432,7 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
     folders are compared with them, so a header claiming many images costs no memory here."""
     src = h["source"]
     kept = [p for p, _ in others]
-    folders = src.get("folders", [])
+    folders = _empty_folders(h)
     files, kept = kept, kept + folders
     if src["kind"] != "folder":
         if src["kind"] == "npz" and f"{src['key']}.npy" in kept:
@@ -453,6 +453,11 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
             raise ArchiveError(f"{what}: {head!r} is both a restored image and a kept "
                                f"{'file' if head == p and p not in folders else 'folder'}")
     return itertools.chain(image_names(h, None), files)
+
+
+def _empty_folders(h: dict) -> list[str]:
+    """The empty folders a folder archive restores (format version 7); none for arrays."""
+    return h["source"].get("folders", []) if h["source"]["kind"] == "folder" else []
 
 
 def _refuse_overwriting_the_archive(archive_path: Path, outdir: Path, outputs: list[str]):

@@ -451,6 +451,8 @@ def _check_source(src, channels: int) -> None:
             except ArchiveError as exc:
                 _fail(str(exc))
         return
+    if "folders" in src:
+        _fail("'source.folders' is only for a folder")
     name = _text(src.get("file"), "'source.file'")
     if not safe_name(name) or "/" in name:
         _fail("'source.file' must be a bare file name")

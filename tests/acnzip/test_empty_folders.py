@@ -136,6 +136,9 @@ def test_folders_need_version_7_and_a_folder_source_has_nothing_else():
         "source"]["folders"] == ["a/b", "c"]
     with pytest.raises(ArchiveError, match="needs format version 7"):
         unpack(_with_header(_folders_header(["a"]), version=6))
+    npz = {"kind": "npz", "file": "x.npz", "key": "x", "ndim": 3, "folders": ["../up"]}
+    with pytest.raises(ArchiveError, match="'source.folders' is only for a folder"):
+        unpack(_with_header(valid_header(source=npz), version=7))
     with pytest.raises(ArchiveError, match="only a kind and its empty folders"):
         unpack(_with_header(valid_header(source={"kind": "folder", "x": 1}), version=7))
     plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
