@@ -277,6 +277,9 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
+HEADER_RESERVE_BYTES = 1 << 16     # the header's other fields (activation scales, ...) at most
+
+
 def _check_restorable(ds, order: str) -> None:
     """Refuse (before any coding) a folder decompress could not restore: the paths it will
     write -- the images under their .png names (--order keep) or as 0.png, 1.png, ... (set,
@@ -286,6 +289,7 @@ def _check_restorable(ds, order: str) -> None:
         return
     header = {"n_images": len(ds), "source": ds.origin}
     try:
+        check_header_size(header, HEADER_RESERVE_BYTES)     # before the coding, not after
         _output_paths(header, ds.names if order == "keep" else None, ds.other_files,
                       "the restored folder")
     except ArchiveError as exc:

@@ -41,7 +41,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .atomic import atomic_write_bytes
 from .errors import AcnzipError
@@ -126,10 +126,11 @@ def _header_bytes(header: dict) -> bytes:
     return zlib.compress(_header_json(header), 9)
 
 
-def check_header_size(header: dict) -> None:
-    """A writer's check: the JSON fits what a reader inflates (MAX_HEADER_JSON); a folder's
-    list of empty folders is what can make it large. ArchiveError otherwise."""
-    size = len(_header_json(header))
+def check_header_size(header: dict, reserve: int = 0) -> None:
+    """A writer's check: the JSON, and `reserve` bytes more, fits what a reader inflates
+    (MAX_HEADER_JSON); a folder's list of empty folders is what can make it large.
+    ArchiveError otherwise."""
+    size = len(_header_json(header)) + reserve
     if size > MAX_HEADER_JSON:
         raise ArchiveError(f"the archive header would be {size:,} bytes of JSON, over the "
                            f"{MAX_HEADER_JSON:,} a reader accepts (its list of "
@@ -551,7 +552,9 @@ def unpack_files(data: bytes, count: int, total_bytes: int) -> list[tuple[str, b
 
 def check_paths(paths: list[str], what: str) -> None:
     """Paths that can all be written under one folder: safe, distinct, none a folder of
-    another (ArchiveError otherwise)."""
+    another (ArchiveError otherwise). Linear in the paths' total length: folders are nodes
+    of a tree keyed by (parent node, part), so a path thousands of folders deep costs no
+    more than its characters."""
     seen = set()
     for p in paths:
         if p in seen:
@@ -560,6 +563,18 @@ def check_paths(paths: list[str], what: str) -> None:
     for p in paths:
         if not safe_name(p):
             raise ArchiveError(f"{what} names an unsafe path {p!r}")
-        for parent in PurePosixPath(p).parents:
-            if str(parent) in seen:
-                raise ArchiveError(f"{what}: {str(parent)!r} is both a file and a folder")
+    children: dict[tuple[int, str], int] = {}     # (node, part) -> node; node 0: the root
+    listed: set[int] = set()                      # the nodes that are paths of `paths`
+    for p in paths:
+        node, parts = 0, p.split("/")
+        for depth, part in enumerate(parts):
+            if node in listed:                    # an earlier path is a folder of this one
+                raise ArchiveError(f"{what}: {'/'.join(parts[:depth])!r} is both a file and "
+                                   "a folder")
+            nxt = children.get((node, part))
+            if nxt is None:
+                nxt = children[node, part] = len(children) + 1
+            elif depth == len(parts) - 1:        # p is a folder of an earlier path
+                raise ArchiveError(f"{what}: {p!r} is both a file and a folder")
+            node = nxt
+        listed.add(node)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -124,14 +124,25 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = (),
                                     "folder there")
         if target.exists() and not target.is_dir():
             raise OutputExistsError(f"{target} is a file, the archive restores a folder there")
-    for rel in [*relpaths, *folders]:
-        for parent in list(Path(rel).parents)[:-1]:
-            p = path / parent
-            if p.is_symlink():            # writing through it would land outside the folder
-                raise OutputExistsError(f"{p} is a symbolic link, the archive restores a "
-                                        "folder there")
-            if p.exists() and not p.is_dir():
-                raise OutputExistsError(f"{p} is a file, the archive restores a folder there")
+    found: set[str] = set()                 # folders found in place (a parent's checks done)
+    for rel in [*relpaths, *folders]:       # each parent, from the top, while it exists
+        end = rel.find("/")
+        while end > 0:
+            parent = rel[:end]
+            if parent not in found:
+                p = path / parent
+                try:
+                    mode = os.lstat(p).st_mode
+                except FileNotFoundError:
+                    break                   # nothing deeper exists either
+                if stat.S_ISLNK(mode):      # writing through it would land outside the folder
+                    raise OutputExistsError(f"{p} is a symbolic link, the archive restores a "
+                                            "folder there")
+                if not stat.S_ISDIR(mode):
+                    raise OutputExistsError(f"{p} is a file, the archive restores a folder "
+                                            "there")
+                found.add(parent)
+            end = rel.find("/", end + 1)
 
 
 def write_folder(path: Path, files: Iterable[tuple[str, Callable[[Path], None]]],
@@ -159,27 +170,76 @@ def _write_into(path: Path, parent: Path, exists: bool, files, rels: list[str],
     stem = ".acnzip" if exists else f".{path.absolute().name}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{stem}.", suffix=".tmp", dir=parent))
     try:
-        for rel, writer in files:
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            writer(target)
-            os.chmod(target, 0o666 & ~_umask())
-        for rel in folders:
-            (tmp / rel).mkdir(parents=True, exist_ok=True)
-        if not exists:
-            for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        if not exists:                  # the whole tree in tmp, then one rename
+            for rel, writer in files:
+                _make_folders(tmp, rel.rpartition("/")[0])
+                writer(tmp / rel)
+                os.chmod(tmp / rel, 0o666 & ~_umask())
+            for rel in folders:
+                _make_folders(tmp, rel)
+            for d in _walk_folders(tmp):
                 os.chmod(d, 0o777 & ~_umask())         # mkdtemp makes 0700
             os.replace(tmp, path)
             return rels
+        staged = []                     # an existing folder: the files side by side in tmp,
+        for i, (rel, writer) in enumerate(files):     # then moved in one by one
+            staged.append(tmp / str(i))
+            writer(staged[-1])
+            os.chmod(staged[-1], 0o666 & ~_umask())
         check_folder_output(path, True, rels, folders)  # again: it may have changed meanwhile
-        for rel in rels:
-            (path / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / rel, path / rel)
-        for rel in folders:
-            (path / rel).mkdir(parents=True, exist_ok=True)
+        created: list[Path] = []        # every folder first: one that cannot be made fails
+        try:                            # the write before any file is replaced
+            for rel in [*(r.rpartition("/")[0] for r in rels), *folders]:
+                _make_folders(path, rel, created)
+        except BaseException:
+            for d in reversed(created):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+        for rel, src in zip(rels, staged):
+            os.replace(src, path / rel)
         return rels
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
+
+
+def _make_folders(root: Path, rel: str, created: list[Path] | None = None) -> None:
+    """Create the folder root/rel ('' is root itself) and its missing parents, without
+    recursion (any depth), appending those it creates to `created`."""
+    missing = []
+    while rel and not (root / rel).is_dir():
+        missing.append(rel)
+        rel = rel.rpartition("/")[0]
+    for rel in reversed(missing):
+        os.mkdir(root / rel)
+        if created is not None:
+            created.append(root / rel)
+
+
+def _walk_folders(top: Path) -> Iterable[str]:
+    """`top` and every folder under it (symbolic links not followed), without recursion."""
+    stack = [str(top)]
+    while stack:
+        d = stack.pop()
+        yield d
+        with os.scandir(d) as entries:
+            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+
+
+def _remove_tree(top: Path) -> None:
+    """shutil.rmtree(top, ignore_errors=True) without recursion, so a tree of any depth goes."""
+    try:
+        folders = list(_walk_folders(top))
+    except OSError:
+        folders = [str(top)] if os.path.isdir(top) else []
+    for d in reversed(folders):                 # the deepest first
+        with contextlib.suppress(OSError), os.scandir(d) as entries:
+            for e in entries:
+                if not e.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(e.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
 
 
 @contextlib.contextmanager
@@ -198,7 +258,7 @@ def atomic_directory(path: Path, force: bool = False):
                            if p.is_file())
             write_folder(path, [(rel, _mover(staging / rel)) for rel in found], force)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_tree(staging)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Empty folders of a DATA folder come back (format version 7, `source.folders`): a tree is
 restored whole, with nothing created outside the output folder or through a link, and a
 crafted list of folders is refused in one line."""
+import os
 import struct
 from pathlib import Path
 
@@ -196,8 +197,80 @@ def test_a_list_of_folders_too_long_for_a_reader_is_refused_at_compress(
     r = api.compress(root, tmp_path / "ok.acn", model=binary_model, quiet=True)
     header_json = len(archive._header_json(read_archive(tmp_path / "ok.acn").header))
     monkeypatch.setattr(archive, "MAX_HEADER_JSON", header_json - 1)
+
+    def no_coding(*args):
+        raise AssertionError("the model was read: the refusal came after the coding began")
+    monkeypatch.setattr(api, "read_model_bytes", no_coding)
     code, text = run_cli("compress", root, "-o", tmp_path / "big.acn", "--model",
                          binary_model, "-q")
     assert r["n_empty_folders"] == 50 and code == 1, text
     assert "over the" in text and "50 empty folders is too long" in text, text
     assert not (tmp_path / "big.acn").exists()
+
+
+def test_path_checks_find_every_conflict_and_stay_linear_in_depth():
+    """check_paths walks a tree of (parent, part) nodes: a conflict is found whichever path
+    comes first, and paths 2,000 folders deep cost their length, not its square (the old
+    check built every parent of every path)."""
+    from acnzip.archive import check_paths
+    deep = "/".join(["d"] * 2000)
+    check_paths([f"{deep}/{i}" for i in range(300)] + ["d/e", "x"], "t")
+    for paths, bad in ((["a/b/c", "a/b"], "'a/b'"), (["a/b", "a/b/c"], "'a/b'"),
+                       ([deep, f"{deep}/x"], f"'{deep}'"), (["a", "b", "a/x/y"], "'a'")):
+        with pytest.raises(ArchiveError, match=f"t: {bad} is both a file and a folder"):
+            check_paths(paths, "t")
+    check_paths(["a/b", "a/c", "ab", "a b/c"], "t")
+
+
+def test_a_deep_empty_folder_comes_back_through_the_cli(tmp_path, binary_model):
+    """Folders are made, walked and removed without recursion: what compress reads (here 900
+    folders deep) decompress writes, into a new folder and into an existing one."""
+    import subprocess
+    import sys
+    root = _binary_folder(tmp_path / "d")
+    deep = "/".join(["d"] * 900)
+    (root / deep).mkdir(parents=True)
+    api.compress(root, tmp_path / "d.acn", model=binary_model, quiet=True)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "mine.txt").write_text("mine")
+    for out, force in (("new", []), ("old", ["-f"])):
+        done = subprocess.run([sys.executable, "-m", "acnzip", "decompress", tmp_path / "d.acn",
+                               "-o", tmp_path / out, "--model", binary_model, "-q", *force],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / out / deep).is_dir() and not any((tmp_path / out / deep).iterdir())
+    assert (tmp_path / "old" / "mine.txt").read_text() == "mine"
+    assert not [p for p in (tmp_path / "old").iterdir() if p.name.startswith(".")]
+    deeper = "/".join(["e"] * 1500)             # past Python's recursion limit
+    for force in (False, True):
+        write_folder(tmp_path / "w", [(f"{deeper}/f.txt", lambda p: p.write_bytes(b"f"))],
+                     force=force, folders=[f"{deeper}/g"])
+        assert (tmp_path / "w" / deeper / "f.txt").read_bytes() == b"f"
+        assert (tmp_path / "w" / deeper / "g").is_dir()
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["e"]
+
+
+def test_into_an_existing_folder_every_folder_is_made_before_any_file_is_replaced(
+        tmp_path, monkeypatch):
+    """A folder that cannot be made fails the write before anything is replaced, and the
+    folders made until then are removed; the temporary folder holds the files only."""
+    from acnzip import atomic
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"old")
+    real_mkdir, made_in_tmp = os.mkdir, []
+
+    def mkdir(path, *args, **kwargs):
+        if ".tmp/" in str(path):             # inside the temporary folder
+            made_in_tmp.append(path)
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(atomic.os, "mkdir", mkdir)
+    files = [("a.png", lambda p: p.write_bytes(b"new")), ("s/t/b.png", lambda p: p.write_bytes(b"b"))]
+    with pytest.raises(PermissionError):
+        write_folder(out, files, force=True, folders=["e/f", "g/locked"])
+    assert tree(out) == ["a.png"] and (out / "a.png").read_bytes() == b"old"
+    write_folder(out, files, force=True, folders=["e/f", "g/h"])
+    assert tree(out) == ["a.png", "e/", "e/f/", "g/", "g/h/", "s/", "s/t/", "s/t/b.png"]
+    assert (out / "a.png").read_bytes() == b"new" and made_in_tmp == []
