@@ -3,6 +3,8 @@ restored whole, with nothing created outside the output folder or through a link
 crafted list of folders is refused in one line."""
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from acnzip import api
 from acnzip.archive import (Archive, ArchiveError, FORMAT_VERSION, pack, read_archive,
                             unpack, write_archive)
-from acnzip.atomic import OutputExistsError, write_folder
+from acnzip.atomic import OutputExistsError, _remove_tree, write_folder
 from acnzip.data import empty_folders
 
 from .test_archive import ARCHIVE, NAMES, _portable_header, _with_header, valid_header
@@ -176,8 +178,6 @@ def test_folders_where_restored_files_go_are_refused_before_decoding(
 
 def test_a_reader_that_goes_away_is_no_error(tmp_path, binary_model):
     """`acnzip info A.acn | head -1`: the pipe's reader closing is not an 'Error:' line."""
-    import subprocess
-    import sys
     root = _binary_folder(tmp_path / "d")
     api.compress(root, tmp_path / "d.acn", model=binary_model, quiet=True)
     p = subprocess.Popen([sys.executable, "-m", "acnzip", "info", "--json", tmp_path / "d.acn"],
@@ -225,29 +225,33 @@ def test_path_checks_find_every_conflict_and_stay_linear_in_depth():
 def test_a_deep_empty_folder_comes_back_through_the_cli(tmp_path, binary_model):
     """Folders are made, walked and removed without recursion: what compress reads (here 900
     folders deep) decompress writes, into a new folder and into an existing one."""
-    import subprocess
-    import sys
-    root = _binary_folder(tmp_path / "d")
-    deep = "/".join(["d"] * 900)
-    (root / deep).mkdir(parents=True)
-    api.compress(root, tmp_path / "d.acn", model=binary_model, quiet=True)
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "mine.txt").write_text("mine")
-    for out, force in (("new", []), ("old", ["-f"])):
-        done = subprocess.run([sys.executable, "-m", "acnzip", "decompress", tmp_path / "d.acn",
-                               "-o", tmp_path / out, "--model", binary_model, "-q", *force],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        assert (tmp_path / out / deep).is_dir() and not any((tmp_path / out / deep).iterdir())
-    assert (tmp_path / "old" / "mine.txt").read_text() == "mine"
-    assert not [p for p in (tmp_path / "old").iterdir() if p.name.startswith(".")]
-    deeper = "/".join(["e"] * 1500)             # past Python's recursion limit
-    for force in (False, True):
-        write_folder(tmp_path / "w", [(f"{deeper}/f.txt", lambda p: p.write_bytes(b"f"))],
-                     force=force, folders=[f"{deeper}/g"])
-        assert (tmp_path / "w" / deeper / "f.txt").read_bytes() == b"f"
-        assert (tmp_path / "w" / deeper / "g").is_dir()
-    assert [p.name for p in (tmp_path / "w").iterdir()] == ["e"]
+    try:
+        root = _binary_folder(tmp_path / "d")
+        deep = "/".join(["d"] * 900)
+        (root / deep).mkdir(parents=True)
+        api.compress(root, tmp_path / "d.acn", model=binary_model, quiet=True)
+        (tmp_path / "old").mkdir()
+        (tmp_path / "old" / "mine.txt").write_text("mine")
+        for out, force in (("new", []), ("old", ["-f"])):
+            done = subprocess.run([sys.executable, "-m", "acnzip", "decompress",
+                                   tmp_path / "d.acn", "-o", tmp_path / out, "--model",
+                                   binary_model, "-q", *force],
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            assert (tmp_path / out / deep).is_dir()
+            assert not any((tmp_path / out / deep).iterdir())
+        assert (tmp_path / "old" / "mine.txt").read_text() == "mine"
+        assert not [p for p in (tmp_path / "old").iterdir() if p.name.startswith(".")]
+        deeper = "/".join(["e"] * 1500)             # past Python's recursion limit
+        for force in (False, True):
+            write_folder(tmp_path / "w", [(f"{deeper}/f.txt", lambda p: p.write_bytes(b"f"))],
+                         force=force, folders=[f"{deeper}/g"])
+            assert (tmp_path / "w" / deeper / "f.txt").read_bytes() == b"f"
+            assert (tmp_path / "w" / deeper / "g").is_dir()
+        assert [p.name for p in (tmp_path / "w").iterdir()] == ["e"]
+    finally:                                    # pytest removes tmp_path recursively
+        for name in ("d", "new", "old", "w"):
+            _remove_tree(tmp_path / name)
 
 
 def test_into_an_existing_folder_every_folder_is_made_before_any_file_is_replaced(
@@ -267,7 +271,8 @@ def test_into_an_existing_folder_every_folder_is_made_before_any_file_is_replace
             raise PermissionError(13, "Permission denied", str(path))
         return real_mkdir(path, *args, **kwargs)
     monkeypatch.setattr(atomic.os, "mkdir", mkdir)
-    files = [("a.png", lambda p: p.write_bytes(b"new")), ("s/t/b.png", lambda p: p.write_bytes(b"b"))]
+    files = [("a.png", lambda p: p.write_bytes(b"new")),
+             ("s/t/b.png", lambda p: p.write_bytes(b"b"))]
     with pytest.raises(PermissionError):
         write_folder(out, files, force=True, folders=["e/f", "g/locked"])
     assert tree(out) == ["a.png"] and (out / "a.png").read_bytes() == b"old"
