@@ -435,11 +435,11 @@ def _output_paths(h: dict, names: list[str] | None, others: list,
     names (0.png, 1.png, ...) are distinct by construction: only the kept files and the
     folders are compared with them, so a header claiming many images costs no memory here."""
     src = h["source"]
-    kept = [p for p, _ in others]
+    files = [p for p, _ in others]
     folders = _empty_folders(h)
-    files, kept = kept, kept + folders
+    kept = files + folders                      # compared with the generated image names
     if src["kind"] != "folder":
-        if src["kind"] == "npz" and f"{src['key']}.npy" in kept:
+        if src["kind"] == "npz" and f"{src['key']}.npy" in files:
             raise ArchiveError(f"{what} keeps a member {src['key']}.npy where the array goes")
         return [src["file"]]
     if names is not None:

@@ -117,15 +117,10 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = (),
         target = path / rel
         if target.is_dir() and not target.is_symlink():
             raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
-    for rel in folders:
-        target = path / rel
-        if target.is_symlink():
-            raise OutputExistsError(f"{target} is a symbolic link, the archive restores a "
-                                    "folder there")
-        if target.exists() and not target.is_dir():
-            raise OutputExistsError(f"{target} is a file, the archive restores a folder there")
-    found: set[str] = set()                 # folders found in place (a parent's checks done)
-    for rel in [*relpaths, *folders]:       # each parent, from the top, while it exists
+    found: set[str] = set()                 # folders found in place (their checks done)
+    # each parent of a file, and each folder with its parents ("f/": f is its own last
+    # parent), from the top, while it exists: a folder, never a file or a link
+    for rel in [*relpaths, *(f"{f}/" for f in folders)]:
         end = rel.find("/")
         while end > 0:
             parent = rel[:end]
