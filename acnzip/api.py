@@ -32,8 +32,8 @@ from .errors import AcnzipError
 from .inputs import open_regular
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
                         model_file_name, read_model_bytes, shipped_model_for)
-from .nn.integer import (DECODER_LEVELS_8BIT, Q, IntegerACN, calibrate, calibration_rows,
-                         scale_names)
+from .nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT, WEIGHT_LEVELS_8BIT,
+                         Q, IntegerACN, calibrate, calibration_rows, scale_names)
 from .order import PermutationCodec
 from .runtime import LN2, machine, torch_session
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
@@ -56,13 +56,16 @@ class CompressError(AcnzipError):
 
 
 def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None,
-           levels: int = Q, window: float | None = None) -> Coder:
+           levels: int = Q, window: float | None = None, weight_levels: int = Q,
+           table_step: int = TABLE_STEP) -> Coder:
     """The shared computations; with `scales` the integer-exact (portable) ones, whose
-    PixelCNN activations take `levels` integer levels each side of zero; q(z|x) on `window`
-    of its mean (None: the whole grid)."""
+    PixelCNN activations take `levels` integer levels each side of zero, whose weights
+    `weight_levels`, and whose tanh and gate tables take inputs at 1/`table_step`; q(z|x)
+    on `window` of its mean (None: the whole grid)."""
     torch_session(threads)
     g = mf.gmm
-    integer = IntegerACN(mf.model, scales, grid.width, levels) if scales is not None else None
+    integer = (IntegerACN(mf.model, scales, grid.width, levels, weight_levels, table_step)
+               if scales is not None else None)
     return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer, window)
 
 
@@ -186,11 +189,15 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
     else:
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
-        scales, levels = None, Q if mf.config.binary else DECODER_LEVELS_8BIT
+        scales = None
+        levels, weight_levels, step = ((Q, Q, TABLE_STEP) if mf.config.binary else
+                                       (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT))
         if portable:
             rows = calibration_rows(n)
-            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width, levels)
-        coder = _coder(mf, BinGrid(), threads, scales, levels, POSTERIOR_WINDOW)
+            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width, levels,
+                               weight_levels, step)
+        coder = _coder(mf, BinGrid(), threads, scales, levels, POSTERIOR_WINDOW, weight_levels,
+                       step)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
@@ -207,8 +214,11 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         costs = codec.costs
         layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
         if portable:                 # the model hash and the scales decide every table
-            layout_info["portable"] = {"scales": scales, **({"levels": levels} if levels != Q
-                                                            else {})}
+            layout_info["portable"] = {"scales": scales,
+                                       **({"levels": levels} if levels != Q else {}),
+                                       **({"weight_levels": weight_levels}
+                                          if weight_levels != Q else {}),
+                                       **({"table_step": step} if step != TABLE_STEP else {})}
             probe = None
         else:
             probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
@@ -374,12 +384,15 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
     scales, levels = portable.get("scales"), portable.get("levels", Q)
+    weight_levels = portable.get("weight_levels", Q)
+    step = portable.get("table_step", TABLE_STEP)
     if scales is not None:
         if set(scales) != scale_names(mf.config):
             raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                                "damaged or was made with another model")
         scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
-    coder = _coder(mf, grid, threads or h["threads"], scales, levels, h.get("posterior_window"))
+    coder = _coder(mf, grid, threads or h["threads"], scales, levels, h.get("posterior_window"),
+                   weight_levels, step)
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
     if scales is not None:

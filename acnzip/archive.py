@@ -1,11 +1,13 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format versions 7, 6, 5 and 4 (little-endian; docs/format.md has the full
+Byte layout of format versions 8, 7, 6, 5 and 4 (little-endian; docs/format.md has the full
 table and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 7 when the header records empty folders, else 6
+    4       2     format version (u16): 8 when the header records weight levels or a table
+                  step, else 7
+                  when it records empty folders, else 6
                   when it records a posterior window, else 5 when it records PixelCNN
                   levels, else 4
                   (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
@@ -53,7 +55,7 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
@@ -63,7 +65,8 @@ _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           4: struct.Struct("<4sHHIIQQQ"),
           5: struct.Struct("<4sHHIIQQQ"),
           6: struct.Struct("<4sHHIIQQQ"),
-          7: struct.Struct("<4sHHIIQQQ")}
+          7: struct.Struct("<4sHHIIQQQ"),
+          8: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -140,11 +143,15 @@ def check_header_size(header: dict, reserve: int = 0) -> None:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 7 when a folder's source lists empty folders (`source.folders`), else 6
+    describes it. 8 when its portable networks record weight levels or a table step (8-bit
+    models), else 7
+    when a folder's source lists empty folders (`source.folders`), else 6
     when q(z|x) is coded on a window (`posterior_window`), else 5 when its
-    portable networks record PixelCNN activation levels (8-bit models), else 4, so that
+    portable networks record PixelCNN activation levels, else 4, so that
     archives which do not need a newer version keep their bytes and older readers still
     decode them."""
+    if {"weight_levels", "table_step"} & set(header.get("portable", {})):
+        return 8
     if "folders" in header.get("source", {}):
         return 7
     if "posterior_window" in header:
@@ -324,25 +331,33 @@ def associative(order: str, version: int) -> bool:
 _SCALE_NAME = re.compile(r"[a-z_]{1,16}[0-9]{0,4}")
 
 
-MAX_LEVELS = 2047      # the largest PixelCNN activation range a reader accepts
+MAX_LEVELS = 2047      # the largest activation or weight range a reader accepts
+MAX_TABLE_STEP = 1024  # the finest tanh and gate tables a reader builds (16,385 entries)
 
 
 def _check_portable(p, version: int) -> None:
-    """'portable': {"scales": {name: positive number}, "levels": int (version 5)}: the
-    integer networks' activation scales (nn/integer.py), and the integer range [-levels,
-    levels] of the PixelCNN's activations (absent: 127); which scale names a model needs is
-    checked against the model."""
+    """'portable': {"scales": {name: positive number}, "levels": int (version 5),
+    "weight_levels": int, "table_step": int (both version 8)}: the integer networks'
+    activation scales (nn/integer.py), the integer range [-levels, levels] of the PixelCNN's
+    activations and [-weight_levels, weight_levels] of every layer's weights (each absent:
+    127), and the step 1/table_step of the tanh and gate tables' inputs (absent: 64); which
+    scale names a model needs is checked against the model."""
     keys = set(p) if isinstance(p, dict) else set()
-    scales = p.get("scales") if keys in ({"scales"}, {"scales", "levels"}) else None
+    known = "scales" in keys and keys <= {"scales", "levels", "weight_levels", "table_step"}
+    scales = p.get("scales") if known else None
     if not (isinstance(scales, dict) and len(scales) <= 4096
             and all(isinstance(k, str) and _SCALE_NAME.fullmatch(k) for k in scales)
             and all(_is_num(v) and 1e-30 < v < 1e30 for v in scales.values())):
-        _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}, levels: integer}")
-    if "levels" in keys:
-        if version < 5:
-            _fail("'portable' levels need format version 5")
-        if not (_is_int(p["levels"]) and 127 <= p["levels"] <= MAX_LEVELS):
-            _fail(f"'portable' levels must be an integer in [127, {MAX_LEVELS}]")
+        _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}, levels: integer, "
+              "weight_levels: integer, table_step: integer}")
+    for key, since, low, high in (("levels", 5, 127, MAX_LEVELS),
+                                  ("weight_levels", 8, 127, MAX_LEVELS),
+                                  ("table_step", 8, 64, MAX_TABLE_STEP)):
+        if key in keys:
+            if version < since:
+                _fail(f"'portable' {key} need format version {since}")
+            if not (_is_int(p[key]) and low <= p[key] <= high):
+                _fail(f"'portable' {key} must be an integer in [{low}, {high}]")
 
 
 def check_header(h: dict, archive: Archive) -> None:

@@ -7,16 +7,18 @@ Balle, Johnston & Minnen (2019, "Integer networks for data compression"), each l
 1. takes **integer activations** in [-127, 127] (`quantise`: x / s rounded half to even and
    clamped, s a fixed per-point scale), or inputs that are integers already (pixels as 2x - 1
    or 2x - 255, latents and codes as bin indices);
-2. multiplies them with **int8 weights** (per output unit, w_int = round(w / s_w),
-   s_w = max |w| / 127) in an ordinary float32 matrix product or convolution. Every product
+2. multiplies them with **integer weights** (per output unit, w_int = round(w / s_w),
+   s_w = max |w| / W: int8 at W = 127; 8-bit models' archives use W = 511) in an ordinary
+   float32 matrix product or convolution. Every product
    and partial sum is an integer; while their magnitudes stay below 2**24 every summation
    order (any BLAS blocking, vector width, thread count or batch shape; fused multiply-adds
    included) gives the exact sum. `IntLinear` checks the worst case, |input| max x
    sum |w_int|, per layer and sums in float64 (exact below 2**53) where float32 could round;
 3. turns the exact integer sum into a float32 value, acc * (s_in s_w) + b: one correctly
    rounded multiplication and one addition per element, the same everywhere;
-4. applies ReLU (exact) or tanh and sigmoid as **tables**: the input rounded to 1/64 and
-   clamped to [-8, 8] indexes a table computed with codec.exactmath; a gate tanh(a)
+4. applies ReLU (exact) or tanh and sigmoid as **tables**: the input rounded to 1/64 (8-bit
+   models' archives: 1/256) and clamped to [-8, 8] indexes a table computed with
+   codec.exactmath; a gate tanh(a)
    sigmoid(b) is round(127 tanh(a) x sigmoid(b)) from two lookups, an integer at 1/127.
 
 Convolutions must be sums of products (direct or im2col + GEMM, as torch's CPU kernels are;
@@ -42,12 +44,12 @@ from ..errors import AcnzipError
 
 __all__ = ["IntLinear", "IntegerACN", "quantise", "quantise_numpy", "gate", "gate_numpy",
            "relu_numpy", "calibrate", "scale_names", "calibration_rows", "bernoulli_p",
-           "softmax_weights", "softmax_table", "Q", "GATE_SCALE", "DECODER_LEVELS_8BIT"]
+           "softmax_weights", "softmax_table", "Q", "GATE_SCALE", "DECODER_LEVELS_8BIT",
+           "WEIGHT_LEVELS_8BIT", "Tables", "tables", "TABLE_STEP", "TABLE_STEP_8BIT"]
 
 Q = 127                  # activations are integers in [-Q, Q]
 GATE_SCALE = 1.0 / Q     # tanh, sigmoid and gate outputs lie in (-1, 1)
-_TABLE_STEP = 64         # nonlinearity tables: inputs rounded to 1/64 ...
-_TABLE_REACH = 8 * _TABLE_STEP   # ... and clamped to [-8, 8]
+TABLE_STEP = 64          # nonlinearity tables: inputs rounded to 1/64 (Tables) ...
 _F32_EXACT = 2.0 ** 24
 _F64_EXACT = 2.0 ** 53
 _DT = torch.float32      # activations, values and tables
@@ -58,6 +60,17 @@ _CODE_MAX = 1 << 20      # codes and latents in bins are clamped to [-2**20, 2**
 # below 2**24 (fan-in <= 96: 511 x 96 x 127 < 2**24), so float32 and the same speed.
 # Binary models keep Q (their loss at Q: 0.05 nats/image).
 DECODER_LEVELS_8BIT = 511
+# The weights of 8-bit models' networks take 511 levels each side instead of Q (per output
+# unit): measured on 200 MNIST test images with mnist.pt (each image's own code as z), recon
+# 551.62 nats/image with int8 weights against the float model's 548.65; 549.27 at 511 (2.35 of
+# the 2.97 nats; 1023: 549.22), and no layer of mnist.pt needs float64 sums for it (IntLinear
+# still checks every layer's worst case). Binary models keep Q.
+WEIGHT_LEVELS_8BIT = 511
+# ... and their tables (Tables) take inputs at 1/256 instead of 1/64: the same 200 images with
+# z drawn from q(z|x), 511 weight levels: recon 556.68 -> 556.24 (float model: 555.68), at the
+# same speed (a lookup either way; 1023 activation levels would gain 0.30 but need float64
+# sums in three layers).
+TABLE_STEP_8BIT = 256
 NUMPY_PRODUCT_ROWS = 32  # IntLinear.scaled_numpy: numpy's matrix product below this many rows,
                          # torch's from here (faster at 128 rows, slower at 1; measured)
 
@@ -82,11 +95,6 @@ def relu_numpy(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, np.float32(0), x)
 
 
-def _table(fn) -> torch.Tensor:
-    grid = np.arange(-_TABLE_REACH, _TABLE_REACH + 1, dtype=np.float64) / _TABLE_STEP
-    return torch.from_numpy(fn(grid)).to(_DT)
-
-
 def _tanh(x):
     return 1.0 - 2.0 / (exactmath.exp(2.0 * x) + 1.0)
 
@@ -95,61 +103,77 @@ def _sigmoid(x):
     return 1.0 / (1.0 + exactmath.exp(-x))
 
 
-_TANH = _table(_tanh)
+class Tables:
+    """tanh, and the gate tanh(a) sigmoid(b), as lookup tables computed with codec.exactmath
+    (the same on every machine): an input is rounded to 1/step and clamped to [-8, 8].
+    Portable archives of format version 8 record `step` (8-bit models: 256); older ones and
+    binary models' use TABLE_STEP."""
+
+    def __init__(self, step: int = TABLE_STEP):
+        self.step, self.reach = int(step), 8 * int(step)
+        grid = np.arange(-self.reach, self.reach + 1, dtype=np.float64) / self.step
+        table = lambda fn: torch.from_numpy(fn(grid)).to(_DT)
+        self.tanh_table = table(_tanh)
+        # 127 tanh, then sigmoid: one lookup serves both halves of a gate's input
+        self.gate_table = torch.cat([table(lambda u: Q * _tanh(u)), table(_sigmoid)])
+        self.gate_table_np = self.gate_table.numpy()
+        self._shifts: dict = {}
+
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """Table index of float32 values: round(step x) clamped to [-8 step, 8 step], shifted
+        to >= 0."""
+        return torch.round(x * self.step).clamp_(-self.reach, self.reach).add_(self.reach)
+
+    def tanh(self, x: torch.Tensor) -> torch.Tensor:
+        """tanh of float32 values, from the table."""
+        return torch.take(self.tanh_table, self.index(x).long())
+
+    def _gate_shift(self, channels: int, ndim: int, dim: int) -> torch.Tensor:
+        """Per channel along `dim`: the offset of its table in gate_table plus the reach."""
+        key = (channels, ndim, dim)
+        if key not in self._shifts:
+            half = channels // 2
+            shift = torch.full((channels,), float(self.reach), dtype=_DT)
+            shift[half:] += 2 * self.reach + 1
+            self._shifts[key] = shift.view([-1 if d == dim else 1 for d in range(ndim)])
+        return self._shifts[key]
+
+    def gate(self, pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """The gate tanh(first half) * sigmoid(second half) along `dim`, as integers at
+        GATE_SCALE: round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32
+        product); the indices as in `tanh`, both halves looked up at once."""
+        idx = torch.round(pre * self.step).clamp_(-self.reach, self.reach)
+        idx = idx.add_(self._gate_shift(pre.shape[dim], pre.dim(), dim)).long()
+        # index_select on the flat indices: 3x faster than torch.take here (measured)
+        t = torch.index_select(self.gate_table, 0, idx.reshape(-1)).view(idx.shape)
+        half = pre.shape[dim] // 2
+        return torch.round(t.narrow(dim, 0, half) * t.narrow(dim, half, half))
+
+    def gate_numpy(self, pre: np.ndarray) -> np.ndarray:
+        """`gate` along the last axis of a float32 numpy array (R, 2F) -> (R, F), the same
+        bits: the same float32 operations in the same order (tested)."""
+        idx = pre * np.float32(self.step)
+        np.rint(idx, out=idx)
+        np.clip(idx, -self.reach, self.reach, out=idx)
+        idx += self._gate_shift(pre.shape[-1], 1, 0).numpy()
+        t = self.gate_table_np.take(idx.astype(np.intp))
+        half = pre.shape[-1] // 2
+        out = t[..., :half] * t[..., half:]
+        return np.rint(out, out=out)
 
 
-def _index(x: torch.Tensor) -> torch.Tensor:
-    """Table index of float32 values: round(64 x) clamped to [-512, 512], shifted to >= 0."""
-    return torch.round(x * _TABLE_STEP).clamp_(-_TABLE_REACH, _TABLE_REACH).add_(_TABLE_REACH)
+_TABLES = {TABLE_STEP: Tables(TABLE_STEP)}
 
 
-def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh of float32 values, from the table (input rounded to 1/64, clamped to [-8, 8])."""
-    return torch.take(_TANH, _index(x).long())
+def tables(step: int = TABLE_STEP) -> Tables:
+    """The Tables of this step, built once."""
+    if step not in _TABLES:
+        _TABLES[step] = Tables(step)
+    return _TABLES[step]
 
 
-_GATE_TANH = (_table(lambda u: Q * _tanh(u)), _table(_sigmoid))   # 127 tanh, sigmoid
-_GATE_TABLE = torch.cat(_GATE_TANH)          # both, so that one lookup serves both halves
-_GATE_SHIFTS: dict = {}
-
-
-def _gate_shift(channels: int, ndim: int, dim: int) -> torch.Tensor:
-    """Per channel along `dim`: the offset of its table in _GATE_TABLE plus _TABLE_REACH."""
-    key = (channels, ndim, dim)
-    if key not in _GATE_SHIFTS:
-        half = channels // 2
-        shift = torch.full((channels,), float(_TABLE_REACH), dtype=_DT)
-        shift[half:] += len(_GATE_TANH[0])
-        _GATE_SHIFTS[key] = shift.view([-1 if d == dim else 1 for d in range(ndim)])
-    return _GATE_SHIFTS[key]
-
-
-def gate(pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """The gate tanh(first half) * sigmoid(second half) along `dim`, as integers at GATE_SCALE:
-    round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32 product); the
-    indices as in `tanh`, both halves looked up at once."""
-    idx = torch.round(pre * _TABLE_STEP).clamp_(-_TABLE_REACH, _TABLE_REACH)
-    idx = idx.add_(_gate_shift(pre.shape[dim], pre.dim(), dim)).long()
-    # index_select on the flat indices: 3x faster than torch.take here (measured)
-    t = torch.index_select(_GATE_TABLE, 0, idx.reshape(-1)).view(idx.shape)
-    half = pre.shape[dim] // 2
-    return torch.round(t.narrow(dim, 0, half) * t.narrow(dim, half, half))
-
-
-_GATE_TABLE_NP = _GATE_TABLE.numpy()
-
-
-def gate_numpy(pre: np.ndarray) -> np.ndarray:
-    """`gate` along the last axis of a float32 numpy array (R, 2F) -> (R, F), the same bits:
-    the same float32 operations in the same order (tested)."""
-    idx = pre * np.float32(_TABLE_STEP)
-    np.rint(idx, out=idx)
-    np.clip(idx, -_TABLE_REACH, _TABLE_REACH, out=idx)
-    idx += _gate_shift(pre.shape[-1], 1, 0).numpy()
-    t = _GATE_TABLE_NP.take(idx.astype(np.intp))
-    half = pre.shape[-1] // 2
-    out = t[..., :half] * t[..., half:]
-    return np.rint(out, out=out)
+tanh, gate, gate_numpy = _TABLES[TABLE_STEP].tanh, _TABLES[TABLE_STEP].gate, \
+    _TABLES[TABLE_STEP].gate_numpy
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------
@@ -196,17 +220,18 @@ def softmax_table(logits: torch.Tensor) -> np.ndarray:
 
 class IntLinear:
     """y = W x + b on integer inputs x (..., in) with |x| <= in_max at scale in_scale (x
-    stands for in_scale * x): int8 weights, an exact integer sum, then float32
+    stands for in_scale * x): integer weights in [-weight_levels, weight_levels] (per output
+    unit, s_w = max |w| / weight_levels), an exact integer sum, then float32
     acc * (in_scale s_w) + b. `weight` (out, ...) is a linear or convolution weight.
 
     The sum runs in float32 when the worst case |x| max * sum |w_int| of every output is
     below 2**24, else in float64 (below 2**53, checked): either way it is exact."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_scale: float,
-                 in_max: float = Q):
+                 in_max: float = Q, weight_levels: int = Q):
         w = weight.detach().double().cpu()
         flat = w.reshape(w.shape[0], -1)
-        s_w = flat.abs().amax(dim=1) / Q
+        s_w = flat.abs().amax(dim=1) / weight_levels
         s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
         w_int = torch.round(w / s_w.view(-1, *[1] * (w.dim() - 1)))
         bound = float(in_max) * float(w_int.reshape(w.shape[0], -1).abs().sum(dim=1).max())
@@ -305,11 +330,16 @@ class IntegerACN:
     """The encoder, prior and PixelCNN of a float ACN evaluated with integer-exact layers.
 
     `scales`: the calibrated activation scales (None: calibrate on the first call of each
-    network, see `calibrate`); `code_width`: the latent bin width, the unit of codes and z."""
+    network, see `calibrate`); `code_width`: the latent bin width, the unit of codes and z;
+    `decoder_levels`: the PixelCNN's activation levels; `weight_levels`: every layer's
+    weights'; `table_step`: the tanh and gate tables' input step is 1/table_step."""
 
-    def __init__(self, model, scales: dict | None, code_width: float, decoder_levels: int = Q):
+    def __init__(self, model, scales: dict | None, code_width: float, decoder_levels: int = Q,
+                 weight_levels: int = Q, table_step: int = TABLE_STEP):
         self.config, self.code_width = model.config, float(code_width)
         self.binary = model.config.binary
+        self.weight_levels = int(weight_levels)
+        self.tables = tables(int(table_step))
         self.scales = _Scales(scales, decoder_levels)
         self._lins: dict = {}
         self._build_encoder(model.encoder)
@@ -324,7 +354,7 @@ class IntegerACN:
     def _lin(self, key, weight, bias, scale, in_max=Q) -> IntLinear:
         """IntLinear built once per layer (its input scale is known from the first call)."""
         if key not in self._lins:
-            self._lins[key] = IntLinear(weight, bias, scale, in_max)
+            self._lins[key] = IntLinear(weight, bias, scale, in_max, self.weight_levels)
         return self._lins[key]
 
     @torch.no_grad()
@@ -361,7 +391,7 @@ class IntegerACN:
             if h is not None:
                 pre = pre + self._lin(("prior_below", i), p.from_below[i - 1].weight, None,
                                       GATE_SCALE)(h)
-            h = quantise(tanh(pre), GATE_SCALE)
+            h = quantise(self.tables.tanh(pre), GATE_SCALE)
             hiddens.append(h)
         raw = self._lin(("prior_out",), p.out.weight, p.out.bias, GATE_SCALE)(
             torch.cat(hiddens, dim=1))
@@ -398,7 +428,7 @@ class IntegerACN:
             d = self.dec
             conv, mask = (d.out1, d.out1_mask) if k == 1 else (d.out2, d.out2_mask)
             self._lins[key] = IntLinear(conv.weight * mask, conv.bias, scale,
-                                        self.scales.levels(f"out{k}"))
+                                        self.scales.levels(f"out{k}"), self.weight_levels)
         return self._lins[key]
 
     @torch.no_grad()
@@ -427,10 +457,10 @@ class IntegerACN:
             win = hp.unfold(3, p + 1, 1)                                 # (B, C, H, W, p+1)
             win = win.permute(0, 2, 3, 4, 1).reshape(*h.shape[:1], h.shape[2], h.shape[3], -1)
             pre = L["h"].scaled(win).permute(0, 3, 1, 2) + row
-            out = L["res"](gate(pre).permute(0, 2, 3, 1))
+            out = L["res"](self.tables.gate(pre).permute(0, 2, 3, 1))
             out = out.permute(0, 3, 1, 2)
             hv = out if b.first else hv + out
-            v = gate(v_pre)
+            v = self.tables.gate(v_pre)
         o = self._head(hv.permute(0, 2, 3, 1))                           # (B, H, W, C V)
         if self.binary:
             return o.permute(0, 3, 1, 2)
@@ -476,12 +506,14 @@ def scale_names(config) -> set[str]:
 
 
 @torch.no_grad()
-def calibrate(model, images: torch.Tensor, code_width: float, decoder_levels: int = Q) -> dict:
+def calibrate(model, images: torch.Tensor, code_width: float, decoder_levels: int = Q,
+              weight_levels: int = Q, table_step: int = TABLE_STEP) -> dict:
     """Activation scales (name -> float) from one batch of raw images (B, C, H, W): each
     unbounded point's max |value| / its levels (Q, or `decoder_levels` for the PixelCNN's),
-    set in network order (later points see the quantised earlier ones). The latents are the
-    images' codes."""
-    net = IntegerACN(model, None, code_width, decoder_levels)
+    set in network order (later points see the quantised earlier ones, computed with weights
+    at `weight_levels` and tables at 1/`table_step`, as the networks that use the scales
+    compute them). The latents are the images' codes."""
+    net = IntegerACN(model, None, code_width, decoder_levels, weight_levels, table_step)
     images = torch.as_tensor(images)
     z = net.code_bins(images)
     net.prior_params(z)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .integer import _DT, gate, gate_numpy, pixel_ints, quantise_numpy, relu_numpy
+from .integer import _DT, pixel_ints, quantise_numpy, relu_numpy
 
 __all__ = ["IntegerStepper", "Choose"]
 
@@ -91,7 +91,7 @@ class IntegerStepper:
             v_pre.add_(v_cond[:, None, :])                                    # (B, W, 2F)
             if i + 1 < len(self.blocks):
                 nxt = self.blocks[i + 1][0]
-                v_in[i + 1][:, nxt + r, nxt:nxt + self.W] = gate(v_pre, dim=2)
+                v_in[i + 1][:, nxt + r, nxt:nxt + self.W] = self.net.tables.gate(v_pre, dim=2)
             vh = L["v_to_h"](sc.quantise(f"v{i}", v_pre))
             biases.append(vh.add_(h_cond[:, None, :]).add_(L["h"].bias).numpy())
         return biases
@@ -99,7 +99,7 @@ class IntegerStepper:
     def _pixel(self, h_in, row_bias, c, g) -> np.ndarray:
         """The logits of sub-pixel (c, g) of the current row (numpy; IntegerACN.logits'
         operations on one column)."""
-        hv = None
+        hv, gate_numpy = None, self.net.tables.gate_numpy
         for i, (p, first, L, _, _) in enumerate(self.blocks):
             window = h_in[i][:, c:c + p + 1].reshape(self.B, -1)      # (B, (p+1) C_in) view
             pre = L["h"].scaled_numpy(window)

@@ -193,15 +193,46 @@ def test_portable_pixelcnn_levels_are_checked(levels, version, message):
 
 
 def test_archives_are_written_as_the_lowest_version_that_describes_them():
-    """Archives whose q(z|x) is coded on a window need version 6, those that record PixelCNN
-    levels (only) version 5; the others keep version 4's bytes, so older readers still decode
-    them."""
+    """Archives whose networks record weight levels or a table step need version 8, whose
+    q(z|x) is coded on a window version 6, those that record PixelCNN levels (only) version
+    5; the others keep version 4's bytes, so older readers still decode them."""
     plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
     wide = Archive(_portable_header(levels=511), ARCHIVE.payload, NAMES)
     windowed = Archive({**_portable_header(levels=511), "posterior_window": 8.0},
                        ARCHIVE.payload, NAMES)
-    assert [unpack(pack(a)).version for a in (plain, wide, windowed)] == [4, 5, 6]
-    assert struct.unpack_from("<H", pack(windowed), 4)[0] == 6 == FORMAT_VERSION - 1
+    finer = [Archive({**_portable_header(levels=511, **fine), "posterior_window": 8.0},
+                     ARCHIVE.payload, NAMES)
+             for fine in ({"weight_levels": 511}, {"table_step": 256},
+                          {"weight_levels": 511, "table_step": 256})]
+    assert [unpack(pack(a)).version for a in (plain, wide, windowed, *finer)] == [4, 5, 6, 8, 8, 8]
+    assert struct.unpack_from("<H", pack(finer[2]), 4)[0] == 8 == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("key, value, version, message", [
+    ("weight_levels", 511, 8, None), ("weight_levels", 127, 8, None),
+    ("weight_levels", 2047, 8, None), ("weight_levels", 126, 8, "weight_levels must be an integer"),
+    ("weight_levels", 2048, 8, "weight_levels must be an integer"),
+    ("weight_levels", 511.0, 8, "weight_levels must be an integer"),
+    ("weight_levels", True, 8, "weight_levels must be an integer"),
+    ("weight_levels", 511, 7, "weight_levels need format version 8"),
+    ("table_step", 256, 8, None), ("table_step", 64, 8, None), ("table_step", 1024, 8, None),
+    ("table_step", 63, 8, "table_step must be an integer in \\[64, 1024\\]"),
+    ("table_step", 1025, 8, "table_step must be an integer"),
+    ("table_step", 1 << 40, 8, "table_step must be an integer"),
+    ("table_step", "256", 8, "table_step must be an integer"),
+    ("table_step", 256, 6, "table_step need format version 8"),
+    ("tables", 256, 8, "'portable' must be")])
+def test_portable_weight_levels_and_table_step_are_checked(key, value, version, message):
+    """Version 8 records the weights' levels and the tables' step of portable archives; a
+    crafted value (out of range, not an integer, in an older container, an unknown key) is
+    refused in one line before any table is built."""
+    data = _with_header(_portable_header(levels=511, **{key: value}), version=version)
+    if message is None:
+        assert unpack(data).header["portable"][key] == value
+    else:
+        with pytest.raises(ArchiveError, match=message) as err:
+            unpack(data)
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("window, version, order, message", [

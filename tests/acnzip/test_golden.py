@@ -155,3 +155,73 @@ def test_the_tour_protocol_without_a_window_is_unchanged_since_version_2(tmp_pat
         pytest.skip("this machine computes the golden model differently from the one that "
                     "wrote v2-tour (float32 kernels): payloads cannot be compared")
     assert new.payload == old.payload
+
+
+# -- 8-bit portable archives ---------------------------------------------------------------------
+# Made with mnist.pt leg 21 (found by hash whether it is still the default or retired) from seven
+# generated grey digits. Version 6 (127 weight levels, tables at 1/64): written by the acnzip of
+# 2026-11-30 before version 8; version 8 adds `weight_levels` (511) and `table_step` (256).
+GOLDEN_8BIT_SHA256 = "3c8a9b1c505198cdf3412d0538eb4768256842158c168b8c97f2dd2a43a367da"
+PINNED_8BIT_V8 = {   # golden_grey_images(), model name and versions pinned
+    "keep": "ab10b9bf34365795db50efed8896377c4f8a409b9c601c27a3377935469f07dc",
+    "set": "3d7c2bec4f7d3126b7e61b359c682414e1b8145914f71b6760deb289a6e5210f",
+}
+
+
+def golden_grey_images() -> np.ndarray:
+    from .test_retired_models import _grey_digits
+    return np.concatenate([_grey_digits(6, seed=41), _grey_digits(1, seed=41)])
+
+
+@pytest.mark.parametrize("order", ["keep", "set"])
+def test_8bit_version_6_archives_still_decode(tmp_path, order):
+    archive = _unhex(f"v6-grey-{order}.hex", tmp_path)
+    a = read_archive(archive)
+    assert a.version == 6 and a.header["model_sha256"] == GOLDEN_8BIT_SHA256
+    assert set(a.header["portable"]) == {"scales", "levels"}          # 127 weights, 1/64 tables
+    api.decompress(archive, tmp_path / "out", quiet=True)
+    back, want = np.load(tmp_path / "out" / "g.npy"), golden_grey_images()
+    assert np.array_equal(back, want) if order == "keep" else _multiset(back) == _multiset(want)
+
+
+@pytest.mark.parametrize("order", ["keep", "set"])
+def test_todays_8bit_archives_have_the_pinned_bytes(tmp_path, order):
+    np.save(tmp_path / "g.npy", golden_grey_images())
+    model = shipped_model_for(GOLDEN_8BIT_SHA256).path
+    api.compress(tmp_path / "g.npy", tmp_path / "a.acn", model=model, order=order, quiet=True)
+    a = read_archive(tmp_path / "a.acn")
+    assert a.version == 8
+    assert a.header["portable"]["weight_levels"] == 511 and a.header["portable"]["table_step"] == 256
+    a.header.update(model_name="pinned", acnzip_version="pinned", versions={"torch": "pinned"})
+    got = hashlib.sha256(pack(a)).hexdigest()
+    assert got == PINNED_8BIT_V8[order], (
+        f"8-bit --order {order} archives changed: a format change needs a new format version, "
+        "docs/format.md, a golden file kept for the decoder, and then a new pinned hash")
+    api.decompress(tmp_path / "a.acn", tmp_path / "out", quiet=True)
+    back, want = np.load(tmp_path / "out" / "g.npy"), golden_grey_images()
+    assert np.array_equal(back, want) if order == "keep" else _multiset(back) == _multiset(want)
+
+
+def test_finer_networks_follow_the_trained_8bit_model_more_closely():
+    """Why version 8 exists: with mnist.pt, the integer networks' pixel costs (each image's
+    own code as z) move towards the float model's when the weights take 511 levels and the
+    tables 1/256 steps (measured on 200 MNIST test images: 2.97 -> ~0.5 nats/image)."""
+    import torch
+    from acnzip.modelfile import load_model
+    from acnzip.nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT,
+                                   WEIGHT_LEVELS_8BIT, Q, IntegerACN, calibrate, softmax_table)
+    mf = load_model(shipped_model_for(GOLDEN_8BIT_SHA256).data)
+    x = torch.from_numpy(np.concatenate([golden_grey_images(), golden_grey_images()[:, ::-1]])
+                         [:, None].copy())
+    gaps = []
+    for args in ((DECODER_LEVELS_8BIT, Q, TABLE_STEP),
+                 (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)):
+        net = IntegerACN(mf.model, calibrate(mf.model, x, 1 / 64, *args), 1 / 64, *args)
+        z = net.code_bins(x)
+        p = softmax_table(net.logits(x, z).reshape(-1, 256))
+        nats = -np.log(p[np.arange(len(p)), x.reshape(-1).long().numpy()]).sum() / len(x)
+        with torch.no_grad():
+            logits = mf.model.decoder(x, torch.from_numpy(z / 64).float())
+            want = float(mf.model.decoder.nll(x, logits.float()).double().mean())
+        gaps.append(abs(nats - want))
+    assert gaps[1] < gaps[0] / 2, gaps

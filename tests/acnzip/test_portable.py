@@ -69,9 +69,12 @@ def test_numpy_twins_of_the_integer_operations_give_torch_bits():
                               -1e-30, 3e38, -3e38, 127.5, -127.5, 126.5, 0.5, -0.5, 1.5]])
     values = np.concatenate([special, rng.normal(0, 20, 20000)]).astype(np.float32)
     pre = values[: len(values) // 64 * 64].reshape(-1, 64)
-    with np.errstate(over="ignore"):                   # 3e38 * 64 is inf, then the clamp
-        got = integer.gate_numpy(pre.copy())
-    assert got.tobytes() == integer.gate(torch.from_numpy(pre.copy()), dim=1).numpy().tobytes()
+    for tables in (integer.tables(64), integer.tables(256), integer.tables(1024)):
+        fine = np.concatenate([pre, pre / np.float32(4), pre / np.float32(16)])  # its own steps
+        with np.errstate(over="ignore"):               # 3e38 * 64 is inf, then the clamp
+            got = tables.gate_numpy(fine.copy())
+        assert got.tobytes() == tables.gate(torch.from_numpy(fine.copy()), dim=1).numpy().tobytes()
+    assert integer.gate.__self__ is integer.tables(64)         # the default: tables at 1/64
     for scale in (1.0, 0.1, 0.0123, 3.3e-3, 1 / 127):
         for v in (values, values * np.float32(scale)):
             with np.errstate(over="ignore"):            # 3e38 / 0.0123 is inf, then 127
@@ -249,20 +252,21 @@ def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
         assert not (tmp_path / "o").exists()
 
 
-def test_8bit_archives_use_wider_pixelcnn_levels_and_older_ones_still_decode(tmp_path,
-                                                                           monkeypatch):
-    """8-bit portable archives record the PixelCNN's activation levels (511) and q's window
-    (format version 6); the stepper equals the full pass at those levels; archives of the
-    older versions (5: levels, q on the whole grid; 4: 127 levels) still decode."""
-    from acnzip.nn.integer import DECODER_LEVELS_8BIT, Q
+def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, monkeypatch):
+    """8-bit portable archives record the PixelCNN's activation levels (511), the weights'
+    levels (511) and the tables' step (1/256) (format version 8) and q's window; the stepper
+    equals the full pass with them; archives of the older versions (6: 127 weight levels and
+    tables at 1/64; 5: q on the whole grid too; 4: 127 activation levels too) still decode."""
+    from acnzip.nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT,
+                                   WEIGHT_LEVELS_8BIT, Q)
     model = make_model_file(tmp_path / "m8.pt", binary=False, seed=4)
     mf = load_model(model)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
     np.save(tmp_path / "d.npy", x)
     t = torch.from_numpy(x[:, None])
-    net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, DECODER_LEVELS_8BIT), 1 / 64,
-                     DECODER_LEVELS_8BIT)
+    finer = (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)
+    net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, *finer), 1 / 64, *finer)
     z = net.code_bins(t[:3])
     full, seen = net.logits(t[:3], z), []
 
@@ -272,18 +276,23 @@ def test_8bit_archives_use_wider_pixelcnn_levels_and_older_ones_still_decode(tmp
 
     IntegerStepper(net, z, 28, 28).run(teacher)
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
-    for levels, window, version in ((DECODER_LEVELS_8BIT, 8.0, 6), (DECODER_LEVELS_8BIT, None, 5),
-                                    (Q, None, 4)):
-        monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", levels)
-        monkeypatch.setattr(api, "POSTERIOR_WINDOW", window)
+    for levels, weights, step, window, version in (
+            (*finer, 8.0, 8), (DECODER_LEVELS_8BIT, Q, TABLE_STEP, 8.0, 6),
+            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, None, 5), (Q, Q, TABLE_STEP, None, 4)):
+        for name, value in (("DECODER_LEVELS_8BIT", levels), ("WEIGHT_LEVELS_8BIT", weights),
+                            ("TABLE_STEP_8BIT", step), ("POSTERIOR_WINDOW", window)):
+            monkeypatch.setattr(api, name, value)
         api.compress(tmp_path / "d.npy", tmp_path / f"{version}.acn", model=model,
                      order="keep", quiet=True)
         a = read_archive(tmp_path / f"{version}.acn")
         assert a.version == version
-        assert a.header["portable"].get("levels", Q) == levels
+        p = a.header["portable"]
+        assert (p.get("levels", Q), p.get("weight_levels", Q), p.get("table_step", TABLE_STEP)) \
+            == (levels, weights, step)
         assert a.header.get("posterior_window") == window
-        monkeypatch.setattr(api, "DECODER_LEVELS_8BIT", DECODER_LEVELS_8BIT)
-        monkeypatch.setattr(api, "POSTERIOR_WINDOW", 8.0)
+        for name, value in zip(("DECODER_LEVELS_8BIT", "WEIGHT_LEVELS_8BIT", "TABLE_STEP_8BIT",
+                                "POSTERIOR_WINDOW"), (*finer, 8.0)):
+            monkeypatch.setattr(api, name, value)
         api.decompress(tmp_path / f"{version}.acn", tmp_path / f"o{version}", model=model,
                        quiet=True)
         assert np.array_equal(np.load(tmp_path / f"o{version}" / "d.npy"), x)
@@ -301,3 +310,24 @@ def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
         lg[1, :7] = lg[1].max()
         want = exactmath.exact_table(softmax_weights(lg))
         assert np.array_equal(softmax_table(lg), want)
+
+
+@pytest.mark.slow
+def test_8bit_archives_decode_across_vector_units_and_thread_counts(tmp_path):
+    """The 8-bit default (format version 8: weights at 511 levels, tables at 1/256) with the
+    trained mnist.pt: made under SSE4.1 with 1 thread and with the defaults, the same bytes;
+    decoded under AVX2 and with the defaults and 2 threads."""
+    from .test_retired_models import _grey_digits
+    images = np.concatenate([_grey_digits(20, seed=13), _grey_digits(20, seed=13)[:, :, ::-1]])
+    np.save(tmp_path / "g.npy", images)
+    a, b = tmp_path / "a.acn", tmp_path / "b.acn"
+    _run(["compress", str(tmp_path / "g.npy"), "-o", str(a), "-q", "--threads", "1"],
+         MACHINES["SSE41"])
+    api.compress(tmp_path / "g.npy", b, quiet=True)
+    assert read_archive(a).version == 8 and read_archive(a).header["model_name"] == "mnist.pt"
+    assert read_archive(a).payload == read_archive(b).payload      # the same bits everywhere
+    _run(["decompress", str(a), "-o", str(tmp_path / "out_a"), "-q"], MACHINES["AVX2"])
+    _run(["decompress", str(b), "-o", str(tmp_path / "out_b"), "-q", "--threads", "2"], {})
+    key = lambda x: sorted(bytes(i) for i in x.reshape(len(x), -1))
+    for out in ("out_a", "out_b"):
+        assert key(np.load(tmp_path / out / "g.npy")) == key(images)
