@@ -6,10 +6,8 @@ table and keys):
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
     4       2     format version (u16): 8 when the header records weight levels or a table
-                  step, else 7
-                  when it records empty folders, else 6
-                  when it records a posterior window, else 5 when it records PixelCNN
-                  levels, else 4
+                  step, else 7 when it records empty folders, else 6 when it records a
+                  posterior window, else 5 when it records PixelCNN levels, else 4
                   (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
                   files section, are read too (they differ in which orders use which
                   protocol, and 3 and older have no portable archives)

@@ -34,6 +34,8 @@ fixed scale 1/127.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,8 +65,9 @@ DECODER_LEVELS_8BIT = 511
 # The weights of 8-bit models' networks take 511 levels each side instead of Q (per output
 # unit): measured on 200 MNIST test images with mnist.pt (each image's own code as z), recon
 # 551.62 nats/image with int8 weights against the float model's 548.65; 549.27 at 511 (2.35 of
-# the 2.97 nats; 1023: 549.22), and no layer of mnist.pt needs float64 sums for it (IntLinear
-# still checks every layer's worst case). Binary models keep Q.
+# the 2.97 nats; 1023: 549.22); of mnist.pt's layers only the prior's output layer (once per
+# image, not per pixel) moves to float64 sums for it (IntLinear checks every layer's worst
+# case). Binary models keep Q.
 WEIGHT_LEVELS_8BIT = 511
 # ... and their tables (Tables) take inputs at 1/256 instead of 1/64: the same 200 images with
 # z drawn from q(z|x), 511 weight levels: recon 556.68 -> 556.24 (float model: 555.68), at the
@@ -162,18 +165,14 @@ class Tables:
         return np.rint(out, out=out)
 
 
-_TABLES = {TABLE_STEP: Tables(TABLE_STEP)}
-
-
+@functools.lru_cache(maxsize=4)
 def tables(step: int = TABLE_STEP) -> Tables:
-    """The Tables of this step, built once."""
-    if step not in _TABLES:
-        _TABLES[step] = Tables(step)
-    return _TABLES[step]
+    """The Tables of this step, built once (the last few steps used are kept)."""
+    return Tables(step)
 
 
-tanh, gate, gate_numpy = _TABLES[TABLE_STEP].tanh, _TABLES[TABLE_STEP].gate, \
-    _TABLES[TABLE_STEP].gate_numpy
+tanh, gate, gate_numpy = (tables(TABLE_STEP).tanh, tables(TABLE_STEP).gate,
+                          tables(TABLE_STEP).gate_numpy)
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------

@@ -68,12 +68,16 @@ def test_numpy_twins_of_the_integer_operations_give_torch_bits():
     special = np.concatenate([steps, steps + 0.5 / 64, steps - 0.5 / 64, [0.0, -0.0, 1e-30,
                               -1e-30, 3e38, -3e38, 127.5, -127.5, 126.5, 0.5, -0.5, 1.5]])
     values = np.concatenate([special, rng.normal(0, 20, 20000)]).astype(np.float32)
-    pre = values[: len(values) // 64 * 64].reshape(-1, 64)
-    for tables in (integer.tables(64), integer.tables(256), integer.tables(1024)):
-        fine = np.concatenate([pre, pre / np.float32(4), pre / np.float32(16)])  # its own steps
+    for step in (64, 97, 256, 1024):                   # each table on its own half steps
+        k = np.arange(-8 * step - 2, 8 * step + 3, dtype=np.float64)
+        ties = np.concatenate([k, k + 0.5, k - 0.5]) / step
+        own = np.concatenate([ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+                              values[:20000]]).astype(np.float32)
+        own = own[: len(own) // 64 * 64].reshape(-1, 64)
         with np.errstate(over="ignore"):               # 3e38 * 64 is inf, then the clamp
-            got = tables.gate_numpy(fine.copy())
-        assert got.tobytes() == tables.gate(torch.from_numpy(fine.copy()), dim=1).numpy().tobytes()
+            got = integer.tables(step).gate_numpy(own.copy())
+        want = integer.tables(step).gate(torch.from_numpy(own.copy()), dim=1)
+        assert got.tobytes() == want.numpy().tobytes()
     assert integer.gate.__self__ is integer.tables(64)         # the default: tables at 1/64
     for scale in (1.0, 0.1, 0.0123, 3.3e-3, 1 / 127):
         for v in (values, values * np.float32(scale)):
@@ -276,15 +280,16 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
 
     IntegerStepper(net, z, 28, 28).run(teacher)
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
-    for levels, weights, step, window, version in (
-            (*finer, 8.0, 8), (DECODER_LEVELS_8BIT, Q, TABLE_STEP, 8.0, 6),
-            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, None, 5), (Q, Q, TABLE_STEP, None, 4)):
+    for i, (levels, weights, step, window, version) in enumerate((
+            (*finer, 8.0, 8), (300, 1500, 97, 8.0, 8),      # the reader uses what is recorded
+            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, 8.0, 6),
+            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, None, 5), (Q, Q, TABLE_STEP, None, 4))):
         for name, value in (("DECODER_LEVELS_8BIT", levels), ("WEIGHT_LEVELS_8BIT", weights),
                             ("TABLE_STEP_8BIT", step), ("POSTERIOR_WINDOW", window)):
             monkeypatch.setattr(api, name, value)
-        api.compress(tmp_path / "d.npy", tmp_path / f"{version}.acn", model=model,
+        api.compress(tmp_path / "d.npy", tmp_path / f"{i}.acn", model=model,
                      order="keep", quiet=True)
-        a = read_archive(tmp_path / f"{version}.acn")
+        a = read_archive(tmp_path / f"{i}.acn")
         assert a.version == version
         p = a.header["portable"]
         assert (p.get("levels", Q), p.get("weight_levels", Q), p.get("table_step", TABLE_STEP)) \
@@ -293,9 +298,9 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
         for name, value in zip(("DECODER_LEVELS_8BIT", "WEIGHT_LEVELS_8BIT", "TABLE_STEP_8BIT",
                                 "POSTERIOR_WINDOW"), (*finer, 8.0)):
             monkeypatch.setattr(api, name, value)
-        api.decompress(tmp_path / f"{version}.acn", tmp_path / f"o{version}", model=model,
+        api.decompress(tmp_path / f"{i}.acn", tmp_path / f"o{i}", model=model,
                        quiet=True)
-        assert np.array_equal(np.load(tmp_path / f"o{version}" / "d.npy"), x)
+        assert np.array_equal(np.load(tmp_path / f"o{i}" / "d.npy"), x)
 
 
 def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
