@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from acnzip import api
-from acnzip.archive import (Archive, ArchiveError, FORMAT_VERSION, pack, read_archive,
-                            unpack, write_archive)
+from acnzip.archive import (Archive, ArchiveError, pack, read_archive, unpack,
+                            write_archive)
 from acnzip.atomic import OutputExistsError, _remove_tree, write_folder
 from acnzip.data import empty_folders
 
@@ -24,6 +24,23 @@ def tree(root: Path) -> list[str]:
     """Every file and folder under root, relative, sorted."""
     return sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "")
                   for p in root.rglob("*"))
+
+
+def test_an_8bit_folder_with_empty_folders_is_version_8_and_comes_back_whole(tmp_path):
+    """Version 8 (8-bit models' finer networks) carries version 7's empty folders too."""
+    from PIL import Image
+    from .conftest import make_model_file
+    from .test_retired_models import _grey_digits
+    root = tmp_path / "g"
+    (root / "empty" / "deeper").mkdir(parents=True)
+    for i, img in enumerate(_grey_digits(3, seed=5)):
+        Image.fromarray(img).save(root / f"{i}.png")
+    model = make_model_file(tmp_path / "m8.pt", binary=False, seed=2)
+    api.compress(root, tmp_path / "g.acn", model=model, order="keep", quiet=True)
+    a = read_archive(tmp_path / "g.acn")
+    assert a.version == 8 and a.header["source"]["folders"] == ["empty/deeper"]
+    api.decompress(tmp_path / "g.acn", tmp_path / "out", model=model, quiet=True)
+    assert tree(tmp_path / "out") == tree(root)
 
 
 def test_empty_folders_are_the_deepest_folders_with_no_file_beneath():
@@ -45,7 +62,7 @@ def test_a_folder_with_empty_folders_comes_back_whole(tmp_path, binary_model, or
     h = read_archive(arc).header
     assert h["source"]["folders"] == [".hidden", "class_7", "empty", "nested/deeper/deepest",
                                       "with_file/also_empty"]
-    assert read_archive(arc).version == FORMAT_VERSION == 7
+    assert read_archive(arc).version == 7          # a binary model: no weight levels (8)
     code, text = run_cli("decompress", arc, "-o", tmp_path / "out", "--model", binary_model)
     assert code == 0 and "5 empty folders" in text, text
     restored = tree(tmp_path / "out")
