@@ -36,6 +36,7 @@ EVER_SHIPPED = {
     "ff6e7459a31f576dae1bf35a6b16475c1a10535011ca331967caba7e9d303482": "binarized-mnist.pt tour leg 2, 2026-11-29",
     "43fb31bda92717b77861779c188abd22d0215b4682517dd47de479cee24e91f9": "binarized-mnist.pt 8 blocks leg 2, 2026-11-30",
     "e9fc66bf9bfa49e8e7b526b271ce46f82110d399acdaffd80758b054c70a80fe": "binarized-mnist.pt 8 blocks leg 3, 2026-11-30",
+    "ae4acfe59b94861498f0f3e45db2b4881ec5b871ea05202c5adf21e773b7513e": "binarized-mnist.pt 8 blocks leg 5, 2026-11-30",
 }
 
 
