@@ -32,8 +32,8 @@ from .errors import AcnzipError
 from .inputs import open_regular
 from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, load_model,
                         model_file_name, read_model_bytes, shipped_model_for)
-from .nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT, WEIGHT_LEVELS_8BIT,
-                         Q, IntegerACN, calibrate, calibration_rows, scale_names)
+from .nn.integer import (PRECISION_8BIT, IntegerACN, Precision, calibrate, calibration_rows,
+                         scale_names)
 from .order import PermutationCodec
 from .runtime import LN2, machine, torch_session
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
@@ -56,15 +56,12 @@ class CompressError(AcnzipError):
 
 
 def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None,
-           levels: int = Q, window: float | None = None, weight_levels: int = Q,
-           table_step: int = TABLE_STEP) -> Coder:
-    """The shared computations; with `scales` the integer-exact (portable) ones, whose
-    PixelCNN activations take `levels` integer levels each side of zero, whose weights
-    `weight_levels`, and whose tanh and gate tables take inputs at 1/`table_step`; q(z|x)
-    on `window` of its mean (None: the whole grid)."""
+           precision: Precision = Precision(), window: float | None = None) -> Coder:
+    """The shared computations; with `scales` the integer-exact (portable) ones at
+    `precision`; q(z|x) on `window` of its mean (None: the whole grid)."""
     torch_session(threads)
     g = mf.gmm
-    integer = (IntegerACN(mf.model, scales, grid.width, levels, weight_levels, table_step)
+    integer = (IntegerACN(mf.model, scales, grid.width, precision)
                if scales is not None else None)
     return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer, window)
 
@@ -190,14 +187,12 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         if n >= 1 << 24:
             raise CompressError(f"--order {order} codes at most {(1 << 24) - 1:,} images at once")
         scales = None
-        levels, weight_levels, step = ((Q, Q, TABLE_STEP) if mf.config.binary else
-                                       (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT))
+        precision = Precision() if mf.config.binary else PRECISION_8BIT
         if portable:
             rows = calibration_rows(n)
-            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width, levels,
-                               weight_levels, step)
-        coder = _coder(mf, BinGrid(), threads, scales, levels, POSTERIOR_WINDOW, weight_levels,
-                       step)
+            scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width,
+                               precision)
+        coder = _coder(mf, BinGrid(), threads, scales, precision, POSTERIOR_WINDOW)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
@@ -214,11 +209,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         costs = codec.costs
         layout_info = {"batch": SET_BATCH, "neighbours": SET_NEIGHBOURS, "base_weight": w}
         if portable:                 # the model hash and the scales decide every table
-            layout_info["portable"] = {"scales": scales,
-                                       **({"levels": levels} if levels != Q else {}),
-                                       **({"weight_levels": weight_levels}
-                                          if weight_levels != Q else {}),
-                                       **({"table_step": step} if step != TABLE_STEP else {})}
+            layout_info["portable"] = {"scales": scales, **precision.header_entries()}
             probe = None
         else:
             probe = fingerprint_set(coder, max(set_batches(n, SET_BATCH)), SET_NEIGHBOURS, w)
@@ -383,16 +374,14 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
     check_folder_output(outdir, force, outputs, folders)
     grid = BinGrid(h["grid"]["width"], h["grid"]["range"])
     portable = h.get("portable", {})          # absent: a float archive
-    scales, levels = portable.get("scales"), portable.get("levels", Q)
-    weight_levels = portable.get("weight_levels", Q)
-    step = portable.get("table_step", TABLE_STEP)
+    scales, precision = portable.get("scales"), Precision.from_header(portable)
     if scales is not None:
         if set(scales) != scale_names(mf.config):
             raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                                "damaged or was made with another model")
         scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
-    coder = _coder(mf, grid, threads or h["threads"], scales, levels, h.get("posterior_window"),
-                   weight_levels, step)
+    coder = _coder(mf, grid, threads or h["threads"], scales, precision,
+                   h.get("posterior_window"))
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
     if scales is not None:

@@ -141,13 +141,12 @@ def check_header_size(header: dict, reserve: int = 0) -> None:
 
 def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
-    describes it. 8 when its portable networks record weight levels or a table step (8-bit
-    models), else 7
-    when a folder's source lists empty folders (`source.folders`), else 6
-    when q(z|x) is coded on a window (`posterior_window`), else 5 when its
-    portable networks record PixelCNN activation levels, else 4, so that
-    archives which do not need a newer version keep their bytes and older readers still
-    decode them."""
+    describes it, so that archives which do not need a newer version keep their bytes and
+    older readers still decode them:
+    8 when its portable networks record weight levels or a table step (8-bit models);
+    7 when a folder's source lists empty folders (`source.folders`);
+    6 when q(z|x) is coded on a window (`posterior_window`);
+    5 when its portable networks record PixelCNN activation levels; else 4."""
     if {"weight_levels", "table_step"} & set(header.get("portable", {})):
         return 8
     if "folders" in header.get("source", {}):

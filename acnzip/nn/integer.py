@@ -35,6 +35,7 @@ fixed scale 1/127.
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -44,8 +45,8 @@ from codec import exactmath
 
 from ..errors import AcnzipError
 
-__all__ = ["IntLinear", "IntegerACN", "quantise", "quantise_numpy", "gate", "gate_numpy",
-           "relu_numpy", "calibrate", "scale_names", "calibration_rows", "bernoulli_p",
+__all__ = ["IntLinear", "IntegerACN", "Precision", "PRECISION_8BIT", "quantise",
+           "quantise_numpy", "relu_numpy", "calibrate", "scale_names", "calibration_rows", "bernoulli_p",
            "softmax_weights", "softmax_table", "Q", "GATE_SCALE", "DECODER_LEVELS_8BIT",
            "WEIGHT_LEVELS_8BIT", "Tables", "tables", "TABLE_STEP", "TABLE_STEP_8BIT"]
 
@@ -171,8 +172,30 @@ def tables(step: int = TABLE_STEP) -> Tables:
     return Tables(step)
 
 
-tanh, gate, gate_numpy = (tables(TABLE_STEP).tanh, tables(TABLE_STEP).gate,
-                          tables(TABLE_STEP).gate_numpy)
+@dataclass(frozen=True)
+class Precision:
+    """How finely the integer networks compute: the PixelCNN's activations are integers in
+    [-levels, levels] (the encoder's and prior's in [-Q, Q]), every layer's weights in
+    [-weight_levels, weight_levels] per output unit, and the tanh and gate tables take inputs
+    at 1/table_step. A portable archive's header (`portable`) records each field that differs
+    from the default (binary models' and format versions 4 and older: all three defaults), so
+    that a reader builds exactly the writer's networks."""
+    levels: int = Q
+    weight_levels: int = Q
+    table_step: int = TABLE_STEP
+
+    def header_entries(self) -> dict:
+        """The fields a header records: those that differ from the default."""
+        default = asdict(Precision())
+        return {k: v for k, v in asdict(self).items() if v != default[k]}
+
+    @classmethod
+    def from_header(cls, portable: dict) -> "Precision":
+        """The precision a header's `portable` entry records (absent fields: the default)."""
+        return cls(**{k: int(portable[k]) for k in asdict(cls()) if k in portable})
+
+
+PRECISION_8BIT = Precision(DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------
@@ -330,16 +353,16 @@ class IntegerACN:
 
     `scales`: the calibrated activation scales (None: calibrate on the first call of each
     network, see `calibrate`); `code_width`: the latent bin width, the unit of codes and z;
-    `decoder_levels`: the PixelCNN's activation levels; `weight_levels`: every layer's
-    weights'; `table_step`: the tanh and gate tables' input step is 1/table_step."""
+    `precision`: the activations', weights' and tables' resolution (Precision)."""
 
-    def __init__(self, model, scales: dict | None, code_width: float, decoder_levels: int = Q,
-                 weight_levels: int = Q, table_step: int = TABLE_STEP):
+    def __init__(self, model, scales: dict | None, code_width: float,
+                 precision: Precision = Precision()):
         self.config, self.code_width = model.config, float(code_width)
         self.binary = model.config.binary
-        self.weight_levels = int(weight_levels)
-        self.tables = tables(int(table_step))
-        self.scales = _Scales(scales, decoder_levels)
+        self.precision = precision
+        self.weight_levels = int(precision.weight_levels)
+        self.tables = tables(int(precision.table_step))
+        self.scales = _Scales(scales, precision.levels)
         self._lins: dict = {}
         self._build_encoder(model.encoder)
         self._build_prior(model.prior)
@@ -505,14 +528,14 @@ def scale_names(config) -> set[str]:
 
 
 @torch.no_grad()
-def calibrate(model, images: torch.Tensor, code_width: float, decoder_levels: int = Q,
-              weight_levels: int = Q, table_step: int = TABLE_STEP) -> dict:
+def calibrate(model, images: torch.Tensor, code_width: float,
+              precision: Precision = Precision()) -> dict:
     """Activation scales (name -> float) from one batch of raw images (B, C, H, W): each
-    unbounded point's max |value| / its levels (Q, or `decoder_levels` for the PixelCNN's),
-    set in network order (later points see the quantised earlier ones, computed with weights
-    at `weight_levels` and tables at 1/`table_step`, as the networks that use the scales
-    compute them). The latents are the images' codes."""
-    net = IntegerACN(model, None, code_width, decoder_levels, weight_levels, table_step)
+    unbounded point's max |value| / its levels (Q, or `precision.levels` for the PixelCNN's),
+    set in network order (later points see the quantised earlier ones, computed at
+    `precision` as the networks that use the scales compute them). The latents are the
+    images' codes."""
+    net = IntegerACN(model, None, code_width, precision)
     images = torch.as_tensor(images)
     z = net.code_bins(images)
     net.prior_params(z)

@@ -208,15 +208,14 @@ def test_finer_networks_follow_the_trained_8bit_model_more_closely():
     tables 1/256 steps (measured on 200 MNIST test images: 2.97 -> ~0.5 nats/image)."""
     import torch
     from acnzip.modelfile import load_model
-    from acnzip.nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT,
-                                   WEIGHT_LEVELS_8BIT, Q, IntegerACN, calibrate, softmax_table)
+    from acnzip.nn.integer import (PRECISION_8BIT, IntegerACN, Precision, calibrate,
+                                   softmax_table)
     mf = load_model(shipped_model_for(GOLDEN_8BIT_SHA256).data)
     x = torch.from_numpy(np.concatenate([golden_grey_images(), golden_grey_images()[:, ::-1]])
                          [:, None].copy())
     gaps = []
-    for args in ((DECODER_LEVELS_8BIT, Q, TABLE_STEP),
-                 (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)):
-        net = IntegerACN(mf.model, calibrate(mf.model, x, 1 / 64, *args), 1 / 64, *args)
+    for precision in (Precision(PRECISION_8BIT.levels), PRECISION_8BIT):   # v6, v8
+        net = IntegerACN(mf.model, calibrate(mf.model, x, 1 / 64, precision), 1 / 64, precision)
         z = net.code_bins(x)
         p = softmax_table(net.logits(x, z).reshape(-1, 256))
         nats = -np.log(p[np.arange(len(p)), x.reshape(-1).long().numpy()]).sum() / len(x)

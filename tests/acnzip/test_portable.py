@@ -78,7 +78,7 @@ def test_numpy_twins_of_the_integer_operations_give_torch_bits():
             got = integer.tables(step).gate_numpy(own.copy())
         want = integer.tables(step).gate(torch.from_numpy(own.copy()), dim=1)
         assert got.tobytes() == want.numpy().tobytes()
-    assert integer.gate.__self__ is integer.tables(64)         # the default: tables at 1/64
+    assert integer.Precision().table_step == 64                # the default: tables at 1/64
     for scale in (1.0, 0.1, 0.0123, 3.3e-3, 1 / 127):
         for v in (values, values * np.float32(scale)):
             with np.errstate(over="ignore"):            # 3e38 / 0.0123 is inf, then 127
@@ -261,16 +261,15 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
     levels (511) and the tables' step (1/256) (format version 8) and q's window; the stepper
     equals the full pass with them; archives of the older versions (6: 127 weight levels and
     tables at 1/64; 5: q on the whole grid too; 4: 127 activation levels too) still decode."""
-    from acnzip.nn.integer import (DECODER_LEVELS_8BIT, TABLE_STEP, TABLE_STEP_8BIT,
-                                   WEIGHT_LEVELS_8BIT, Q)
+    from acnzip.nn.integer import PRECISION_8BIT as finer, Precision
     model = make_model_file(tmp_path / "m8.pt", binary=False, seed=4)
     mf = load_model(model)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
     np.save(tmp_path / "d.npy", x)
     t = torch.from_numpy(x[:, None])
-    finer = (DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)
-    net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, *finer), 1 / 64, *finer)
+    assert finer == Precision(511, 511, 256)
+    net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, finer), 1 / 64, finer)
     z = net.code_bins(t[:3])
     full, seen = net.logits(t[:3], z), []
 
@@ -280,24 +279,24 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
 
     IntegerStepper(net, z, 28, 28).run(teacher)
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
-    for i, (levels, weights, step, window, version) in enumerate((
-            (*finer, 8.0, 8), (300, 1500, 97, 8.0, 8),      # the reader uses what is recorded
-            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, 8.0, 6),
-            (DECODER_LEVELS_8BIT, Q, TABLE_STEP, None, 5), (Q, Q, TABLE_STEP, None, 4))):
-        for name, value in (("DECODER_LEVELS_8BIT", levels), ("WEIGHT_LEVELS_8BIT", weights),
-                            ("TABLE_STEP_8BIT", step), ("POSTERIOR_WINDOW", window)):
-            monkeypatch.setattr(api, name, value)
+    for i, (precision, window, version, recorded) in enumerate((
+            (finer, 8.0, 8, {"levels": 511, "weight_levels": 511, "table_step": 256}),
+            (Precision(300, 1500, 97), 8.0, 8,           # the reader uses what is recorded
+             {"levels": 300, "weight_levels": 1500, "table_step": 97}),
+            (Precision(511), 8.0, 6, {"levels": 511}),
+            (Precision(511), None, 5, {"levels": 511}), (Precision(), None, 4, {}))):
+        monkeypatch.setattr(api, "PRECISION_8BIT", precision)
+        monkeypatch.setattr(api, "POSTERIOR_WINDOW", window)
         api.compress(tmp_path / "d.npy", tmp_path / f"{i}.acn", model=model,
                      order="keep", quiet=True)
         a = read_archive(tmp_path / f"{i}.acn")
         assert a.version == version
         p = a.header["portable"]
-        assert (p.get("levels", Q), p.get("weight_levels", Q), p.get("table_step", TABLE_STEP)) \
-            == (levels, weights, step)
+        assert {k: v for k, v in p.items() if k != "scales"} == recorded
+        assert Precision.from_header(p) == precision
         assert a.header.get("posterior_window") == window
-        for name, value in zip(("DECODER_LEVELS_8BIT", "WEIGHT_LEVELS_8BIT", "TABLE_STEP_8BIT",
-                                "POSTERIOR_WINDOW"), (*finer, 8.0)):
-            monkeypatch.setattr(api, name, value)
+        monkeypatch.setattr(api, "PRECISION_8BIT", finer)
+        monkeypatch.setattr(api, "POSTERIOR_WINDOW", 8.0)
         api.decompress(tmp_path / f"{i}.acn", tmp_path / f"o{i}", model=model,
                        quiet=True)
         assert np.array_equal(np.load(tmp_path / f"o{i}" / "d.npy"), x)
