@@ -37,6 +37,7 @@ EVER_SHIPPED = {
     "43fb31bda92717b77861779c188abd22d0215b4682517dd47de479cee24e91f9": "binarized-mnist.pt 8 blocks leg 2, 2026-11-30",
     "e9fc66bf9bfa49e8e7b526b271ce46f82110d399acdaffd80758b054c70a80fe": "binarized-mnist.pt 8 blocks leg 3, 2026-11-30",
     "ae4acfe59b94861498f0f3e45db2b4881ec5b871ea05202c5adf21e773b7513e": "binarized-mnist.pt 8 blocks leg 5, 2026-11-30",
+    "bdcf99da2c3ec237b4b9cd7a6068f6e841a15cb087c63e9fffb7682ab68da532": "mnist.pt 8 blocks, 2026-11-30",
 }
 
 
