@@ -53,8 +53,9 @@ def test_gpu_script_warm_starts_continue_the_shipped_models(tmp_path):
         m, ship = load_model(tmp_path / "out" / f"{name}.pt"), load_model(models / shipped)
         assert m.metadata["init"]["file"] == shipped
         if name == "mnist8-grow":               # the shipped model with 8 PixelCNN blocks
-            assert m.config.pixelcnn_blocks == 8 and ship.config.pixelcnn_blocks == 5
-            assert dataclasses.replace(m.config, pixelcnn_blocks=5) == ship.config
+            assert m.config.pixelcnn_blocks == 8 and ship.config.pixelcnn_blocks <= 8
+            blocks = ship.config.pixelcnn_blocks
+            assert dataclasses.replace(m.config, pixelcnn_blocks=blocks) == ship.config
         else:
             assert m.config == ship.config      # the shipped architecture, trained further
         assert m.metadata["train_data"]["n"] == 64
