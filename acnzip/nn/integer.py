@@ -46,9 +46,10 @@ from codec import exactmath
 from ..errors import AcnzipError
 
 __all__ = ["IntLinear", "IntegerACN", "Precision", "PRECISION_8BIT", "quantise",
-           "quantise_numpy", "relu_numpy", "calibrate", "scale_names", "calibration_rows", "bernoulli_p",
-           "softmax_weights", "softmax_table", "Q", "GATE_SCALE", "DECODER_LEVELS_8BIT",
-           "WEIGHT_LEVELS_8BIT", "Tables", "tables", "TABLE_STEP", "TABLE_STEP_8BIT"]
+           "quantise_numpy", "relu_numpy", "calibrate", "scale_names", "calibration_rows",
+           "bernoulli_p", "softmax_weights", "softmax_table", "Q", "GATE_SCALE",
+           "DECODER_LEVELS_8BIT", "WEIGHT_LEVELS_8BIT", "Tables", "tables", "TABLE_STEP",
+           "TABLE_STEP_8BIT"]
 
 Q = 127                  # activations are integers in [-Q, Q]
 GATE_SCALE = 1.0 / Q     # tanh, sigmoid and gate outputs lie in (-1, 1)
@@ -360,8 +361,7 @@ class IntegerACN:
         self.config, self.code_width = model.config, float(code_width)
         self.binary = model.config.binary
         self.precision = precision
-        self.weight_levels = int(precision.weight_levels)
-        self.tables = tables(int(precision.table_step))
+        self.tables = tables(precision.table_step)
         self.scales = _Scales(scales, precision.levels)
         self._lins: dict = {}
         self._build_encoder(model.encoder)
@@ -376,7 +376,7 @@ class IntegerACN:
     def _lin(self, key, weight, bias, scale, in_max=Q) -> IntLinear:
         """IntLinear built once per layer (its input scale is known from the first call)."""
         if key not in self._lins:
-            self._lins[key] = IntLinear(weight, bias, scale, in_max, self.weight_levels)
+            self._lins[key] = IntLinear(weight, bias, scale, in_max, self.precision.weight_levels)
         return self._lins[key]
 
     @torch.no_grad()
@@ -450,7 +450,7 @@ class IntegerACN:
             d = self.dec
             conv, mask = (d.out1, d.out1_mask) if k == 1 else (d.out2, d.out2_mask)
             self._lins[key] = IntLinear(conv.weight * mask, conv.bias, scale,
-                                        self.scales.levels(f"out{k}"), self.weight_levels)
+                                        self.scales.levels(f"out{k}"), self.precision.weight_levels)
         return self._lins[key]
 
     @torch.no_grad()
