@@ -11,20 +11,26 @@ algorithm as one process with batch B:
     gradient of the global batch mean; Adam and the Polyak average then run identically.
 Rank 0 alone validates, logs, checkpoints and writes the model file; stop decisions (time
 budget, Ctrl-C) are agreed by all ranks after every step. At the end the ranks compare a hash
-of their weights: a difference is an error, never a silently wrong model.
+of their weights: a difference is an error, never a silently wrong model; then the others
+wait for rank 0 to finish writing, and all leave together.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 __all__ = ["World", "weights_digest"]
+
+_CLOSING = "acnzip/closing"         # rank 0 sets it when it is done with the model file
+_CLOSE_WAIT = timedelta(days=7)     # longer than any finish; torchrun ends failed runs
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,20 @@ class World:
         return len(set(out)) == 1
 
     def close(self) -> None:
+        """Leave together. Rank 0 validates and writes the model file minutes after the others
+        end training; they wait here until it arrives (on the rendezvous store, not a
+        collective: no timeout but torchrun's, which ends every rank when one fails), so that
+        no rank tears down its process group while another still runs. The training's
+        objects (DDP's reducer holds the group) are collected first, while the interpreter is
+        whole: CI once saw rank 1 abort ("terminate called without an active exception") in a
+        teardown that began while rank 0 was still fitting p(z)."""
         if self.size > 1 and dist.is_initialized():
+            store = dist.distributed_c10d._get_default_store()
+            if self.main:
+                store.set(_CLOSING, "1")
+            else:
+                store.wait([_CLOSING], _CLOSE_WAIT)
+            gc.collect()
             dist.destroy_process_group()
 
 

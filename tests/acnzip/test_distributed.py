@@ -58,8 +58,9 @@ def _torchrun(*args, cwd):
 
 def _why(r) -> str:
     """What a failed torchrun printed: the lines that name an error anywhere in it (a rank's
-    abort may come long before the end; CI once saw rank 1 end with SIGABRT, not reproduced
-    in 60 runs since, 30 of them beside three busy processes), then the end."""
+    abort may come long before the end; CI saw rank 1 end with SIGABRT twice, in 1 of ~60
+    runs, the second time while rank 0 was still fitting p(z): World.close now waits for
+    rank 0), then the end."""
     marks = ("rror", "terminate", "what()", "bort", "gloo", "ignal", "xception")
     lines = [line for line in r.stderr.splitlines() if any(m in line for m in marks)]
     return "\n".join(lines[:40]) + "\n--- end of stderr ---\n" + r.stderr[-3000:]
@@ -116,3 +117,28 @@ def test_torchrun_acnzip_train_writes_one_model(tmp_path):
     assert meta["processes"] == 2 and meta["steps"] == 3
     assert json.loads(json.dumps(meta))["command"].startswith("acnzip train")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.ckpt", "x.npy"]
+
+
+# Rank 0 is late to close (as when it fits p(z) and writes the model file); rank 1 must not
+# leave before it.
+CLOSER = textwrap.dedent("""
+    import sys, time
+    from acnzip.distributed import World
+    world = World.from_env("cpu")
+    if world.main:
+        time.sleep(2.0)
+        arrived = time.time()
+    world.close()
+    left = time.time()
+    with open(f"{sys.argv[1]}/rank{world.rank}.txt", "w") as f:
+        f.write(repr(arrived if world.main else left))
+""")
+
+
+def test_ranks_leave_only_after_rank_0_is_done(tmp_path):
+    (tmp_path / "closer.py").write_text(CLOSER)
+    r = _torchrun("closer.py", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, _why(r)
+    rank0_arrived = float((tmp_path / "rank0.txt").read_text())
+    rank1_left = float((tmp_path / "rank1.txt").read_text())
+    assert rank1_left >= rank0_arrived
