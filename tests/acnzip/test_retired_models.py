@@ -38,6 +38,8 @@ EVER_SHIPPED = {
     "e9fc66bf9bfa49e8e7b526b271ce46f82110d399acdaffd80758b054c70a80fe": "binarized-mnist.pt 8 blocks leg 3, 2026-11-30",
     "ae4acfe59b94861498f0f3e45db2b4881ec5b871ea05202c5adf21e773b7513e": "binarized-mnist.pt 8 blocks leg 5, 2026-11-30",
     "bdcf99da2c3ec237b4b9cd7a6068f6e841a15cb087c63e9fffb7682ab68da532": "mnist.pt 8 blocks, 2026-11-30",
+    "c4a23ab1ec55734d6fc59d2f2bc5961ae22e330ae538389f3e7ebb6c7c60b04e": "binarized-mnist.pt 8 blocks leg 8, 2026-11-30",
+    "e6d4e9007eab090c0fff74d0fe248e07670322794ca750e1154c0fb13a018c2f": "mnist.pt 8 blocks grow8e, 2026-11-30",
 }
 
 
