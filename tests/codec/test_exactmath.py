@@ -73,21 +73,55 @@ def test_portable_gaussian_table_is_the_one_component_mixture_bit_for_bit(grid):
     assert np.any(np.abs(points // PHASES) > grid.half_bins + 1)   # the slow route ran too
 
 
+def _masses(lad, points, s):
+    """The ladder's bin masses (..., n_bins) entry by entry, as its docstring defines them:
+    bin k of a mean PHASES b + f lattice points from 0 is entry k - b of table (s, f)."""
+    half, out = lad.grid.half_bins, []
+    for p, si in zip(points.ravel(), s.ravel()):
+        b, f = divmod(int(p), PHASES)
+        start = lad.reach - half - b
+        out.append(lad.mass(si, f)[start:start + lad.grid.n_bins])
+    return np.array(out).reshape(points.shape + (lad.grid.n_bins,))
+
+
 def test_portable_mixture_table_is_the_ordered_sum_of_its_components_bit_for_bit():
     """The row-chunked table equals exact_table of the components' masses times their
-    weights added in index order (the definition), zero weights and far means included."""
+    weights added in index order (the definition), zero weights (whole components, and in
+    some rows only: those are skipped) and far means included."""
     rng = np.random.default_rng(7)
     grid = BinGrid(1 / 64, 10)
     w, mu = rng.random((300, 5, 3)), rng.normal(0, 6, (300, 5, 3))
     sc = np.exp(rng.uniform(-6, 3, (300, 5, 3)))
+    w[::3, :, 1] = 0.0
+    w[::2, :, 2] = 0.0
     w[0, 0] = [0.0, 1e-300, 0.5]
+    w[1] = [0.3, 0.0, 0.0]
     mu[1, 0] = [25.0, -40.0, 1e12]
     lad = ladder(grid)
     points, s = lad.quantise(mu, sc)
+    masses = _masses(lad, points, s)                                 # (300, 5, 3, n_bins)
+    assert np.array_equal(lad.gather(points, s), masses)
     want = exactmath.exact_table(exactmath.ordered_sum(
-        lad.gather(points[..., m], s[..., m]) * w[..., m, None] for m in range(3)))
+        masses[..., m, :] * w[..., m, None] for m in range(3)))
     got = PortableMixture(w, mu, sc, grid)
     assert np.array_equal(got.probs, want) and got.offset == -grid.half_bins
+    only_zeros = PortableMixture(np.where(np.arange(3) == 0, w, 0.0), mu, sc, grid)
+    assert np.array_equal(only_zeros.probs, exactmath.exact_table(masses[..., 0, :] * w[..., 0, None]))
+
+
+def test_weighted_sum_is_the_ordered_sum_bit_for_bit():
+    """weighted_sum's buffers change nothing: the same bits as the ordered sum of the
+    products, with zeros, denormals and magnitudes far apart (where the order matters)."""
+    rng = np.random.default_rng(8)
+    w = rng.random((9, 300)) * np.exp(rng.uniform(-700, 5, (9, 300)))
+    rows = rng.random((300, 257)) * np.exp(rng.uniform(-40, 40, (300, 257)))
+    w[0, :50], rows[3] = 0.0, 5e-324
+    want = exactmath.ordered_sum(w[:, k, None] * rows[k] for k in range(300))
+    got = exactmath.weighted_sum(w, rows)
+    assert got.shape == (9, 257) and got.tobytes() == want.tobytes()
+    assert exactmath.weighted_sum(w[:, :1], rows[:1]).tobytes() == (w[:, :1] * rows[0]).tobytes()
+    assert not np.array_equal(want, exactmath.ordered_sum(w[:, k, None] * rows[k]
+                                                          for k in reversed(range(300))))
 
 
 def test_exact_counts_are_exact_tables_before_the_division():
