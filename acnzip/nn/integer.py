@@ -155,13 +155,6 @@ class Tables:
         half = pre.shape[dim] // 2
         return torch.round(t.narrow(dim, 0, half) * t.narrow(dim, half, half))
 
-    def _gate_shift_numpy(self, channels: int) -> np.ndarray:
-        """`_gate_shift` for gate_numpy's (R, channels) arrays, as numpy (built once)."""
-        key = ("numpy", channels)
-        if key not in self._shifts:
-            self._shifts[key] = self._gate_shift(channels, 1, 0).numpy()
-        return self._shifts[key]
-
     def gate_numpy(self, pre: np.ndarray) -> np.ndarray:
         """`gate` along the last axis of a float32 numpy array (R, 2F) -> (R, F), the same
         bits: the same float32 operations in the same order (tested)."""
@@ -169,7 +162,7 @@ class Tables:
         np.rint(idx, out=idx)
         np.minimum(idx, self.reach, out=idx)                 # as quantise_numpy
         np.maximum(idx, -self.reach, out=idx)
-        idx += self._gate_shift_numpy(pre.shape[-1])
+        idx += self._gate_shift(pre.shape[-1], 1, 0).numpy()
         t = self.gate_table_np.take(idx.astype(np.intp))
         half = pre.shape[-1] // 2
         out = t[..., :half] * t[..., half:]
