@@ -40,6 +40,8 @@ EVER_SHIPPED = {
     "bdcf99da2c3ec237b4b9cd7a6068f6e841a15cb087c63e9fffb7682ab68da532": "mnist.pt 8 blocks, 2026-11-30",
     "c4a23ab1ec55734d6fc59d2f2bc5961ae22e330ae538389f3e7ebb6c7c60b04e": "binarized-mnist.pt 8 blocks leg 8, 2026-11-30",
     "e6d4e9007eab090c0fff74d0fe248e07670322794ca750e1154c0fb13a018c2f": "mnist.pt 8 blocks grow8e, 2026-11-30",
+    "0a8bf28815137d16ee23d104c888f423a7ffa79b0ac57c548e5b6f8e64281597": "binarized-mnist.pt 8 blocks leg 11, 2026-11-30",
+    "e07ab47627e116e95c555eb65cec9301b94ea5bd5a58246e8ef0633354e57a9f": "mnist.pt 8 blocks grow8g, 2026-11-30",
 }
 
 
