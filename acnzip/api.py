@@ -49,6 +49,8 @@ ORDERS = ("keep", "set", "tour")
 TOURS = {"short": short_tour, "greedy": greedy_tour}    # --order tour's path through the codes
 POSTERIOR_WINDOW = DEFAULT_WINDOW   # q(z|x) on the bins within 8 of its mean (codec.window;
                                     # None writes the archives of format versions 4 and 5)
+BASE_BITS_BACK = True               # portable archives code the GMM p(z)'s component with bits
+                                    # back (format version 9); False writes versions 6 to 8
 
 
 class CompressError(AcnzipError):
@@ -56,14 +58,17 @@ class CompressError(AcnzipError):
 
 
 def _coder(mf: ModelFile, grid: BinGrid, threads: int, scales: dict | None = None,
-           precision: Precision = Precision(), window: float | None = None) -> Coder:
+           precision: Precision = Precision(), window: float | None = None,
+           base_bits_back: bool = False) -> Coder:
     """The shared computations; with `scales` the integer-exact (portable) ones at
-    `precision`; q(z|x) on `window` of its mean (None: the whole grid)."""
+    `precision`; q(z|x) on `window` of its mean (None: the whole grid); the GMM's component
+    coded with bits back (portable only, format version 9)."""
     torch_session(threads)
     g = mf.gmm
     integer = (IntegerACN(mf.model, scales, grid.width, precision)
                if scales is not None else None)
-    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer, window)
+    return Coder(mf.model, (g.weights, g.means, np.sqrt(g.variances)), grid, integer, window,
+                 base_bits_back)
 
 
 def grid_for(codes: np.ndarray, width: float = BinGrid.width, margin: float = 8.0) -> BinGrid:
@@ -192,7 +197,8 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
             rows = calibration_rows(n)
             scales = calibrate(mf.model, torch.from_numpy(pixels[rows]), BinGrid.width,
                                precision)
-        coder = _coder(mf, BinGrid(), threads, scales, precision, POSTERIOR_WINDOW)
+        coder = _coder(mf, BinGrid(), threads, scales, precision, POSTERIOR_WINDOW,
+                       base_bits_back=portable and BASE_BITS_BACK)
         tables = SetTables(coder, mf.config.latent_dim, mf.config.prior_components, n)
         bar, tick = _progress(2 * n, "compress", quiet)
         with bar:
@@ -222,6 +228,7 @@ def compress(data: str | Path, out: str | Path, model: str | Path | None = None,
         "source": dict(ds.origin),
         "order": order, **layout_info, "seed_words": words,
         **({"posterior_window": coder.window} if coder.window else {}),
+        **({"base_coding": "bits-back"} if coder.base_bits_back else {}),
         "seed": 0, "grid": {"width": coder.grid.width, "range": coder.grid.range},
         "threads": threads,
         "model_sha256": model_sha, "model_name": model_file_name(model_path),
@@ -381,7 +388,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
                                "damaged or was made with another model")
         scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
     coder = _coder(mf, grid, threads or h["threads"], scales, precision,
-                   h.get("posterior_window"))
+                   h.get("posterior_window"), h.get("base_coding") == "bits-back")
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)
     if scales is not None:

@@ -53,7 +53,7 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
@@ -64,7 +64,8 @@ _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           5: struct.Struct("<4sHHIIQQQ"),
           6: struct.Struct("<4sHHIIQQQ"),
           7: struct.Struct("<4sHHIIQQQ"),
-          8: struct.Struct("<4sHHIIQQQ")}
+          8: struct.Struct("<4sHHIIQQQ"),
+          9: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -143,10 +144,13 @@ def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
     describes it, so that archives which do not need a newer version keep their bytes and
     older readers still decode them:
+    9 when the GMM p(z) codes its component with bits back (`base_coding`);
     8 when its portable networks record weight levels or a table step (8-bit models);
     7 when a folder's source lists empty folders (`source.folders`);
     6 when q(z|x) is coded on a window (`posterior_window`);
     5 when its portable networks record PixelCNN activation levels; else 4."""
+    if "base_coding" in header:
+        return 9
     if {"weight_levels", "table_step"} & set(header.get("portable", {})):
         return 8
     if "folders" in header.get("source", {}):
@@ -419,6 +423,10 @@ def check_header(h: dict, archive: Archive) -> None:
             and 2 * grid["range"] / grid["width"] <= LIMITS.max_grid_bins):
         _fail("'grid' must be {width in (0, 1], range in [1, 1024]} with at most "
               f"{LIMITS.max_grid_bins} bins")
+    if "base_coding" in h and (archive.version < 9 or h["base_coding"] != "bits-back"
+                               or not portable):
+        _fail("'base_coding' must be \"bits-back\", in a portable archive of format "
+              "version 9")
     if "posterior_window" in h and archive.version < 6:
         _fail("'posterior_window' needs format version 6")
     window = h.get("posterior_window", grid["range"])

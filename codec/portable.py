@@ -18,19 +18,21 @@ distributions slightly (measured: docs/portable.md); encoder and decoder round i
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import exactmath
+from .core import BitsBack, Codec
 from .grid import BinGrid, DEFAULT_GRID
-from .leaves import Categorical, DiscretisedDiagonalMixture, _finite
+from .leaves import Categorical, DiscretisedDiagonalMixture, _check_symbols, _finite
 from .normal import normal_bin_masses
 from .stack import CodecError
 
 __all__ = ["GaussianLadder", "PortableMixture", "PortableGaussian", "PortableDiagonalMixture",
-           "PHASES", "STEPS"]
+           "BitsBackDiagonalMixture", "PHASES", "STEPS"]
 
 PHASES = 4          # means on a lattice of width / PHASES
 STEPS = 8           # scales on a ladder of 2**(1/STEPS)
@@ -113,6 +115,33 @@ class GaussianLadder:
             far = np.flatnonzero(~held)
             out[far] = exactmath.exact_table(self.gather(points.ravel()[far], s.ravel()[far]))
         return out.reshape(points.shape + (n,))
+
+    def table_entries(self, points: np.ndarray, s: np.ndarray):
+        """A lookup for fixed Gaussians (points, s) of shape (K, D): bins (n, D) symbols ->
+        (n, K, D), entry [r, k, d] equal bit for bit to gaussian_table(points, s)[k, d] at
+        symbol bins[r, d], without building the (K, D, n_bins) rows (the same integer counts
+        divided by the same integer sums; rows off the grid from their exact_table rows)."""
+        uniq, which, b = self._keys(points, s)
+        parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
+        counts = np.stack([c for c, _, _ in parts])
+        sums = np.stack([q for _, q, _ in parts])
+        peak = np.array([a for _, _, a in parts])[which]
+        n, half = self.grid.n_bins, self.grid.half_bins
+        lo = self.reach - half - b
+        held = (lo <= peak) & (peak < lo + n)
+        total = sums[which, lo + n] - sums[which, lo]
+        far = np.flatnonzero(~held)
+        far_rows = exactmath.exact_table(self.gather(points.ravel()[far], s.ravel()[far])) \
+            if far.size else None
+
+        def lookup(bins: np.ndarray) -> np.ndarray:
+            col = np.broadcast_to(np.asarray(bins, np.int64)[:, None, :] + half,
+                                  (len(bins),) + points.shape).reshape(len(bins), -1)
+            out = counts[which, lo + col] / total
+            if far.size:
+                out[:, far] = far_rows[np.arange(far.size), col[:, far]]
+            return out.reshape((len(bins),) + points.shape)
+        return lookup
 
     def gather(self, points: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Masses (..., n_bins) of every grid bin for lattice means `points` and ladder
@@ -229,3 +258,109 @@ class PortableDiagonalMixture(DiscretisedDiagonalMixture):
         w = exactmath.exp(log_w - log_w.max(axis=1, keepdims=True))       # (n, K)
         table = exactmath.weighted_sum(w, self.mass[:, d])              # components in order
         return Categorical(table, offset=-self.grid.half_bins, exact=True)
+
+
+class _LadderGaussians(Codec):
+    """Vectors z (n, D), dimension d of row r under the ladder Gaussian (points[r, d],
+    s[r, d]), normalised on the grid as PortableGaussian's tables (`gaussian_table`); built
+    one dimension at a time, so memory is n x n_bins."""
+
+    def __init__(self, lad: GaussianLadder, points: np.ndarray, s: np.ndarray):
+        self.lad, self.points, self.s = lad, points, s
+        self.shape = points.shape
+
+    def _leaf(self, d: int) -> Categorical:
+        table = self.lad.gaussian_table(self.points[:, d], self.s[:, d])
+        return Categorical.from_table(table, offset=-self.lad.grid.half_bins)
+
+    def push(self, stack, z) -> None:
+        for d in reversed(range(self.shape[1])):
+            self._leaf(d).push(stack, z[:, d])
+
+    def pop(self, stack) -> np.ndarray:
+        z = np.zeros(self.shape, dtype=np.int64)
+        for d in range(self.shape[1]):
+            z[:, d] = self._leaf(d).pop(stack)
+        return z
+
+    def info_bits(self, z) -> np.ndarray:
+        return np.stack([self._leaf(d).info_bits(z[:, d]) for d in range(self.shape[1])], 1)
+
+
+class BitsBackDiagonalMixture(Codec):
+    """n vectors z (n, D) under one mixture of K diagonal Gaussians, with the component coded
+    by bits back instead of the dimensions in turn (PortableDiagonalMixture):
+
+        push: pop k ~ q(k | z), push z under component k, push k ~ pi
+        pop:  pop k ~ pi, pop z under component k, push k under q(k | z)
+
+    (`codec.core.BitsBack` with the component as the latent). Component k's table in dimension
+    d is T_kd = PortableGaussian(means[k, d], scales[k, d]) (ladder-rounded, normalised on the
+    grid) and q(k | z) is proportional to pi_k prod_d T_kd(z_d), summed in log space over d in
+    index order with exactmath (exact_table'd), so the decoder rebuilds it bit for bit on any
+    machine. Net cost per row: -log2 T_k(z) - log2 pi_k + log2 q(k | z) = -log2 sum_k pi_k
+    T_k(z), the mixture's own code length up to the tables' rounding, at O(K D) work per row
+    for q plus D one-component tables, where PortableDiagonalMixture sums K tables of n_bins
+    entries per dimension. A pop needs bits on the stack (start from initial bits)."""
+
+    def __init__(self, weights, means, scales, n: int, grid: BinGrid = DEFAULT_GRID):
+        means, scales = _finite(means, "mixture means"), _finite(scales, "mixture scales")
+        k, d = means.shape
+        if scales.shape != (k, d) or np.shape(weights) != (k,):
+            raise CodecError("weights (K,), means and scales (K, D) expected")
+        self.pi = exactmath.exact_table(weights) if k > 1 else np.ones(1)
+        self.log_pi = exactmath.log(self.pi)
+        self.lad = ladder(grid)
+        self.points, self.s = self.lad.quantise(means, scales)                 # (K, D)
+        self.entries = self.lad.table_entries(self.points, self.s)
+        self.n, self.D, self.grid = n, d, grid
+        self.shape = (n, d)
+        self.last_bits: np.ndarray | None = None
+
+    def for_rows(self, n: int) -> "BitsBackDiagonalMixture":
+        """The same mixture for n vectors (shares the tables)."""
+        out = copy.copy(self)
+        out.n, out.shape, out.last_bits = n, (n, self.D), None
+        return out
+
+    def _posterior(self, z: np.ndarray) -> Categorical:
+        """q(k | z) for rows z (n, D)."""
+        log_t = exactmath.log(self.entries(z))                                # (n, K, D)
+        a = self.log_pi + log_t[:, :, 0]
+        for d in range(1, self.D):                                            # index order
+            a = a + log_t[:, :, d]
+        return Categorical(exactmath.exp(a - a.max(axis=1, keepdims=True)), exact=True)
+
+    def _component(self, k: np.ndarray) -> _LadderGaussians:
+        return _LadderGaussians(self.lad, self.points[k], self.s[k])
+
+    def _codec(self) -> BitsBack:
+        prior = Categorical.from_table(np.tile(self.pi, (self.n, 1)))
+        return BitsBack(prior, self._component, self._posterior)
+
+    def push(self, stack, symbols) -> None:
+        h = self.grid.half_bins
+        z = _check_symbols(symbols, self.shape, -h, h)
+        if self.pi.size == 1:                           # one component: nothing to choose
+            component = self._component(np.zeros(self.n, dtype=np.int64))
+            component.push(stack, z)
+            self.last_bits = component.info_bits(z).sum(axis=1)[:, None]
+            return
+        codec = self._codec()
+        codec.push(stack, z)
+        k, component, q = codec.last
+        self.last_bits = (component.info_bits(z).sum(axis=1) + codec.prior.info_bits(k)
+                          - q.info_bits(k))[:, None]
+
+    def pop(self, stack) -> np.ndarray:
+        if self.pi.size == 1:
+            return self._component(np.zeros(self.n, dtype=np.int64)).pop(stack)
+        return self._codec().pop(stack)
+
+    def info_bits(self, symbols) -> np.ndarray:
+        """Net bits (n, 1) of the last push (of these symbols): the component's, plus its
+        choice's, minus those returned by popping it."""
+        if self.last_bits is None:
+            raise CodecError("info_bits needs a push first (the bits depend on the component "
+                             "it popped)")
+        return self.last_bits

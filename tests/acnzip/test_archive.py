@@ -193,9 +193,10 @@ def test_portable_pixelcnn_levels_are_checked(levels, version, message):
 
 
 def test_archives_are_written_as_the_lowest_version_that_describes_them():
-    """Archives whose networks record weight levels or a table step need version 8, whose
-    q(z|x) is coded on a window version 6, those that record PixelCNN levels (only) version
-    5; the others keep version 4's bytes, so older readers still decode them."""
+    """Archives whose GMM codes its component with bits back need version 9, whose networks
+    record weight levels or a table step version 8, whose q(z|x) is coded on a window version
+    6, those that record PixelCNN levels (only) version 5; the others keep version 4's
+    bytes, so older readers still decode them."""
     plain = Archive(_portable_header(), ARCHIVE.payload, NAMES)
     wide = Archive(_portable_header(levels=511), ARCHIVE.payload, NAMES)
     windowed = Archive({**_portable_header(levels=511), "posterior_window": 8.0},
@@ -204,8 +205,31 @@ def test_archives_are_written_as_the_lowest_version_that_describes_them():
                      ARCHIVE.payload, NAMES)
              for fine in ({"weight_levels": 511}, {"table_step": 256},
                           {"weight_levels": 511, "table_step": 256})]
-    assert [unpack(pack(a)).version for a in (plain, wide, windowed, *finer)] == [4, 5, 6, 8, 8, 8]
-    assert struct.unpack_from("<H", pack(finer[2]), 4)[0] == 8 == FORMAT_VERSION
+    bits_back = Archive({**_portable_header(), "posterior_window": 8.0,
+                         "base_coding": "bits-back"}, ARCHIVE.payload, NAMES)
+    assert [unpack(pack(a)).version for a in (plain, wide, windowed, *finer, bits_back)] == \
+        [4, 5, 6, 8, 8, 8, 9]
+    assert struct.unpack_from("<H", pack(bits_back), 4)[0] == 9 == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("value, version, portable, message", [
+    ("bits-back", 9, True, None), ("bits-back", 8, True, "in a portable archive of format version 9"),
+    ("dims", 9, True, "'base_coding' must be \"bits-back\""), (True, 9, True, "'base_coding' must be"),
+    (["bits-back"], 9, True, "'base_coding' must be"),
+    ("bits-back", 9, False, "in a portable archive")])
+def test_base_coding_is_checked(value, version, portable, message):
+    """Version 9 records that the GMM p(z) codes its component with bits back; a crafted value
+    (another coding, another type, an older container, a float archive) is refused in one
+    line before anything is decoded."""
+    h = {**_portable_header(), "base_coding": value} if portable else \
+        valid_header(base_coding=value)
+    data = _with_header(h, version=version)
+    if message is None:
+        assert unpack(data).header["base_coding"] == value
+    else:
+        with pytest.raises(ArchiveError, match=message) as err:
+            unpack(data)
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("key, value, version, message", [

@@ -26,8 +26,12 @@ def tree(root: Path) -> list[str]:
                   for p in root.rglob("*"))
 
 
-def test_an_8bit_folder_with_empty_folders_is_version_8_and_comes_back_whole(tmp_path):
-    """Version 8 (8-bit models' finer networks) carries version 7's empty folders too."""
+@pytest.mark.parametrize("bits_back, version", [(True, 9), (False, 8)])
+def test_an_8bit_folder_with_empty_folders_comes_back_whole(tmp_path, monkeypatch, bits_back,
+                                                            version):
+    """Versions 8 (8-bit models' finer networks) and 9 (the GMM's component by bits back)
+    carry version 7's empty folders too."""
+    monkeypatch.setattr(api, "BASE_BITS_BACK", bits_back)
     from PIL import Image
     from .conftest import make_model_file
     from .test_retired_models import _grey_digits
@@ -38,7 +42,7 @@ def test_an_8bit_folder_with_empty_folders_is_version_8_and_comes_back_whole(tmp
     model = make_model_file(tmp_path / "m8.pt", binary=False, seed=2)
     api.compress(root, tmp_path / "g.acn", model=model, order="keep", quiet=True)
     a = read_archive(tmp_path / "g.acn")
-    assert a.version == 8 and a.header["source"]["folders"] == ["empty/deeper"]
+    assert a.version == version and a.header["source"]["folders"] == ["empty/deeper"]
     api.decompress(tmp_path / "g.acn", tmp_path / "out", model=model, quiet=True)
     assert tree(tmp_path / "out") == tree(root)
 
@@ -51,7 +55,9 @@ def test_empty_folders_are_the_deepest_folders_with_no_file_beneath():
 
 
 @pytest.mark.parametrize("order", ["keep", "set"])
-def test_a_folder_with_empty_folders_comes_back_whole(tmp_path, binary_model, order):
+def test_a_folder_with_empty_folders_comes_back_whole(tmp_path, binary_model, order,
+                                                      monkeypatch):
+    monkeypatch.setattr(api, "BASE_BITS_BACK", False)      # version 9 would describe it too
     root = _binary_folder(tmp_path / "d")
     for d in ("empty", "nested/deeper/deepest", "class_7", "with_file/also_empty", ".hidden"):
         (root / d).mkdir(parents=True)
@@ -75,7 +81,8 @@ def test_a_folder_with_empty_folders_comes_back_whole(tmp_path, binary_model, or
     assert code == 0 and "+ 1 other file kept byte for byte + 5 empty folders" in text, text
 
 
-def test_a_folder_without_empty_folders_keeps_version_6(tmp_path, binary_model):
+def test_a_folder_without_empty_folders_keeps_version_6(tmp_path, binary_model, monkeypatch):
+    monkeypatch.setattr(api, "BASE_BITS_BACK", False)
     root = _binary_folder(tmp_path / "d")
     (root / "sub").mkdir()
     (root / "sub" / "a.txt").write_text("a")

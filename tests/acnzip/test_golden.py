@@ -2,11 +2,12 @@
 
 tests/acnzip/golden/ holds archives as hex text: format version 2 (written by acnzip before
 --order keep moved to the associative protocol), version 3 (float keep and set, before
-portable archives) and version 4 (portable keep and set, q(z|x) on the whole latent grid)
-must still decode to the same images, and today's archives of the same images must have
-exactly the pinned bytes (the version strings of the header aside, which change with every
-library upgrade); so must the version-4 archives acnzip still writes when told to (no
-posterior window). Made with the binarized model shipped from 2026-11-28 (GOLDEN_MODEL_SHA256,
+portable archives), version 4 (portable keep and set, q(z|x) on the whole latent grid) and
+version 6 (q on a window, the GMM p(z) coded dimension by dimension, before version 9) must
+still decode to the same images, and today's archives of the same images (version 9) must
+have exactly the pinned bytes (the version strings of the header aside, which change with
+every library upgrade); so must the version-6 and version-4 archives acnzip still writes when
+told to (`api.BASE_BITS_BACK` False; no posterior window either). Made with the binarized model shipped from 2026-11-28 (GOLDEN_MODEL_SHA256,
 found by hash whether it is still the default or retired), so a new default model changes
 nothing here. Today's portable archives (keep, set) must have the pinned bytes on every
 machine. Float archives (every archive of versions 2 and 3; tour and set --float today) hold
@@ -71,7 +72,8 @@ def decode_or_refuse(archive: Path, out: Path) -> Path | None:
 
 
 @pytest.mark.parametrize("version, order", [(2, "keep"), (2, "set"), (2, "tour"), (3, "keep"),
-                                            (3, "set"), (4, "keep"), (4, "set")])
+                                            (3, "set"), (4, "keep"), (4, "set"), (6, "keep"),
+                                            (6, "set")])
 def test_older_format_versions_still_decode(tmp_path, version, order):
     archive = _unhex(f"v{version}-{order}.hex", tmp_path)
     assert read_archive(archive).version == version
@@ -98,12 +100,16 @@ def pinned_bytes(archive: Path) -> bytes:
     return pack(a)
 
 
-PINNED_SHA256 = {   # golden_model(), golden_images(); format version 6 (model name pinned)
-    "keep": "55e1d292c53466e65af2f4eefca36de31a446870712ce20185908dfbe2f847f2",
-    "set": "e35728d16cd9edef2bc60448d19a15ee85b9e7d6be4a1413176a2e752b97689c",
+PINNED_SHA256 = {   # golden_model(), golden_images(); format version 9 (model name pinned)
+    "keep": "5eb6532dd56cdc6dd6ac03c0b1b77efe28d3606e6e8cbf422051b6cd0134f7a6",
+    "set": "3668ea2c8b3ea67816736148896a448dcdca40ddc8d89307d21f6834504c692e",
     # float archives: {the archive's fingerprint (the machine's float32 kernels): sha256}
     "tour": {"c363b1cb5b3c1284c689abb522ed5de7": "d83c805e21dc39364eec0084254125be3788a9e4d545416ebf564b9b84f0fdd0"},
     "set-float": {"461bae3e77e8021a935d29adf566acaa": "69b2cc47fbe9305c95f4cadda3ced056ac55610605e631e940311f8cfe3f6c69"},
+}
+PINNED_V6 = {       # the same images as version 6 (the GMM dimension by dimension): unchanged
+    "keep": "55e1d292c53466e65af2f4eefca36de31a446870712ce20185908dfbe2f847f2",
+    "set": "e35728d16cd9edef2bc60448d19a15ee85b9e7d6be4a1413176a2e752b97689c",
 }
 PINNED_V4 = {       # the same images as version 4 (q on the whole grid): unchanged since 4
     "keep": "da1ebea142100b0abd35528a4ac2bd50bf9e3f7d77e6c6fe0147b9b6fd7a4af6",
@@ -116,12 +122,14 @@ PINNED_V4 = {       # the same images as version 4 (q on the whole grid): unchan
 # fingerprints were not recorded, so those pins are kept here as a note only.
 
 
-@pytest.mark.parametrize("order, window", [("keep", 8.0), ("set", 8.0), ("tour", 8.0),
-                                           ("set-float", 8.0), ("keep", None), ("set", None),
-                                           ("tour", None), ("set-float", None)])
-def test_todays_archives_have_the_pinned_bytes(tmp_path, monkeypatch, order, window):
+@pytest.mark.parametrize("order, window, bits_back", [
+    ("keep", 8.0, True), ("set", 8.0, True), ("tour", 8.0, True), ("set-float", 8.0, True),
+    ("keep", 8.0, False), ("set", 8.0, False), ("keep", None, False), ("set", None, False),
+    ("tour", None, False), ("set-float", None, False)])
+def test_todays_archives_have_the_pinned_bytes(tmp_path, monkeypatch, order, window, bits_back):
     monkeypatch.setattr(api, "POSTERIOR_WINDOW", window)
-    pinned = PINNED_SHA256 if window else PINNED_V4
+    monkeypatch.setattr(api, "BASE_BITS_BACK", bits_back)
+    pinned = PINNED_SHA256 if window and bits_back else PINNED_V6 if window else PINNED_V4
     np.save(tmp_path / "d.npy", golden_images())
     api.compress(tmp_path / "d.npy", tmp_path / "a.acn", model=golden_model(),
                  order=order.split("-")[0], portable=not order.endswith("float"), quiet=True,
@@ -160,11 +168,14 @@ def test_the_tour_protocol_without_a_window_is_unchanged_since_version_2(tmp_pat
 # -- 8-bit portable archives ---------------------------------------------------------------------
 # Made with mnist.pt leg 21 (found by hash whether it is still the default or retired) from seven
 # generated grey digits. Version 6 (127 weight levels, tables at 1/64): written by the acnzip of
-# 2026-11-30 before version 8; version 8 adds `weight_levels` (511) and `table_step` (256).
+# 2026-11-30 before version 8; version 8 adds `weight_levels` (511) and `table_step` (256);
+# version 9 (written since session 23) codes the GMM's component with bits back.
 GOLDEN_8BIT_SHA256 = "3c8a9b1c505198cdf3412d0538eb4768256842158c168b8c97f2dd2a43a367da"
-PINNED_8BIT_V8 = {   # golden_grey_images(), model name and versions pinned
-    "keep": "ab10b9bf34365795db50efed8896377c4f8a409b9c601c27a3377935469f07dc",
-    "set": "3d7c2bec4f7d3126b7e61b359c682414e1b8145914f71b6760deb289a6e5210f",
+PINNED_8BIT = {   # golden_grey_images(), model name and versions pinned: {version: {order: sha}}
+    9: {"keep": "878987fb9b1e54b8a9eedf0ba1a865af3015bd4acb18c1f0bce972109e0f4002",
+        "set": "82f86e8c86b21e7021ede0008c31b4ccbe3aca1bd58c2435bf64f0ab580b1fb7"},
+    8: {"keep": "ab10b9bf34365795db50efed8896377c4f8a409b9c601c27a3377935469f07dc",
+        "set": "3d7c2bec4f7d3126b7e61b359c682414e1b8145914f71b6760deb289a6e5210f"},
 }
 
 
@@ -173,28 +184,31 @@ def golden_grey_images() -> np.ndarray:
     return np.concatenate([_grey_digits(6, seed=41), _grey_digits(1, seed=41)])
 
 
-@pytest.mark.parametrize("order", ["keep", "set"])
-def test_8bit_version_6_archives_still_decode(tmp_path, order):
-    archive = _unhex(f"v6-grey-{order}.hex", tmp_path)
+@pytest.mark.parametrize("version, order", [(6, "keep"), (6, "set"), (8, "keep"), (8, "set")])
+def test_8bit_older_archives_still_decode(tmp_path, version, order):
+    archive = _unhex(f"v{version}-grey-{order}.hex", tmp_path)
     a = read_archive(archive)
-    assert a.version == 6 and a.header["model_sha256"] == GOLDEN_8BIT_SHA256
-    assert set(a.header["portable"]) == {"scales", "levels"}          # 127 weights, 1/64 tables
+    assert a.version == version and a.header["model_sha256"] == GOLDEN_8BIT_SHA256
+    assert "base_coding" not in a.header                           # the GMM dimension by dimension
+    assert set(a.header["portable"]) == ({"scales", "levels"} if version == 6 else  # 127, 1/64
+                                         {"scales", "levels", "weight_levels", "table_step"})
     api.decompress(archive, tmp_path / "out", quiet=True)
     back, want = np.load(tmp_path / "out" / "g.npy"), golden_grey_images()
     assert np.array_equal(back, want) if order == "keep" else _multiset(back) == _multiset(want)
 
 
-@pytest.mark.parametrize("order", ["keep", "set"])
-def test_todays_8bit_archives_have_the_pinned_bytes(tmp_path, order):
+@pytest.mark.parametrize("order, version", [("keep", 9), ("set", 9), ("keep", 8), ("set", 8)])
+def test_todays_8bit_archives_have_the_pinned_bytes(tmp_path, monkeypatch, order, version):
+    monkeypatch.setattr(api, "BASE_BITS_BACK", version == 9)
     np.save(tmp_path / "g.npy", golden_grey_images())
     model = shipped_model_for(GOLDEN_8BIT_SHA256).path
     api.compress(tmp_path / "g.npy", tmp_path / "a.acn", model=model, order=order, quiet=True)
     a = read_archive(tmp_path / "a.acn")
-    assert a.version == 8
+    assert a.version == version and ("base_coding" in a.header) == (version == 9)
     assert a.header["portable"]["weight_levels"] == 511 and a.header["portable"]["table_step"] == 256
     a.header.update(model_name="pinned", acnzip_version="pinned", versions={"torch": "pinned"})
     got = hashlib.sha256(pack(a)).hexdigest()
-    assert got == PINNED_8BIT_V8[order], (
+    assert got == PINNED_8BIT[version][order], (
         f"8-bit --order {order} archives changed: a format change needs a new format version, "
         "docs/format.md, a golden file kept for the decoder, and then a new pinned hash")
     api.decompress(tmp_path / "a.acn", tmp_path / "out", quiet=True)

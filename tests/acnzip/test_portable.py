@@ -226,8 +226,9 @@ def test_portable_header_has_scales_and_no_fingerprint(tmp_path, binary_model):
     p, f = read_archive(tmp_path / "p.acn").header, read_archive(tmp_path / "f.acn").header
     assert set(p["portable"]["scales"]) == scale_names(load_model(binary_model).config)
     assert "levels" not in p["portable"] and p["posterior_window"] == 8.0
-    assert read_archive(tmp_path / "p.acn").version == 6
+    assert read_archive(tmp_path / "p.acn").version == 9 and p["base_coding"] == "bits-back"
     assert "fingerprint" not in p and "portable" not in f and len(f["fingerprint"]) == 32
+    assert "base_coding" not in f and read_archive(tmp_path / "f.acn").version == 6
     api.decompress(tmp_path / "f.acn", tmp_path / "out", model=binary_model, quiet=True)
     assert np.array_equal(np.load(tmp_path / "out" / "d.npy"), digits(5))
 
@@ -279,6 +280,7 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
 
     IntegerStepper(net, z, 28, 28).run(teacher)
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
+    monkeypatch.setattr(api, "BASE_BITS_BACK", False)       # versions 4-8: the GMM by dims
     for i, (precision, window, version, recorded) in enumerate((
             (finer, 8.0, 8, {"levels": 511, "weight_levels": 511, "table_step": 256}),
             (Precision(300, 1500, 97), 8.0, 8,           # the reader uses what is recorded
@@ -328,7 +330,7 @@ def test_8bit_archives_decode_across_vector_units_and_thread_counts(tmp_path):
     _run(["compress", str(tmp_path / "g.npy"), "-o", str(a), "-q", "--threads", "1"],
          MACHINES["SSE41"])
     api.compress(tmp_path / "g.npy", b, quiet=True)
-    assert read_archive(a).version == 8 and read_archive(a).header["model_name"] == "mnist.pt"
+    assert read_archive(a).version == 9 and read_archive(a).header["model_name"] == "mnist.pt"
     assert read_archive(a).payload == read_archive(b).payload      # the same bits everywhere
     _run(["decompress", str(a), "-o", str(tmp_path / "out_a"), "-q"], MACHINES["AVX2"])
     _run(["decompress", str(b), "-o", str(tmp_path / "out_b"), "-q", "--threads", "2"], {})
