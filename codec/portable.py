@@ -98,18 +98,11 @@ class GaussianLadder:
         that entry as its maximum, so its counts are the table's own counts (computed once)
         and its sum a difference of prefix sums; other rows (means far off the grid) take
         exact_table's own route."""
-        uniq, which, b = self._keys(points, s)
-        parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
-        counts = np.stack([c for c, _, _ in parts])
-        sums = np.stack([q for _, q, _ in parts])
-        peak = np.array([a for _, _, a in parts])[which]
+        counts, which, lo, total, held = self._held_rows(points, s)
         n = self.grid.n_bins
-        lo = self.reach - self.grid.half_bins - b        # table index of each row's first bin
-        held = (lo <= peak) & (peak < lo + n)
-        total = sums[which, lo + n] - sums[which, lo]
-        out = np.empty((b.size, n))
+        out = np.empty((which.size, n))
         cols = np.arange(n)
-        for sl in self._chunks(b.size):
+        for sl in self._chunks(which.size):
             out[sl] = counts[which[sl, None], lo[sl, None] + cols] / total[sl, None]
         if not held.all():
             far = np.flatnonzero(~held)
@@ -121,15 +114,8 @@ class GaussianLadder:
         (n, K, D), entry [r, k, d] equal bit for bit to gaussian_table(points, s)[k, d] at
         symbol bins[r, d], without building the (K, D, n_bins) rows (the same integer counts
         divided by the same integer sums; rows off the grid from their exact_table rows)."""
-        uniq, which, b = self._keys(points, s)
-        parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
-        counts = np.stack([c for c, _, _ in parts])
-        sums = np.stack([q for _, q, _ in parts])
-        peak = np.array([a for _, _, a in parts])[which]
-        n, half = self.grid.n_bins, self.grid.half_bins
-        lo = self.reach - half - b
-        held = (lo <= peak) & (peak < lo + n)
-        total = sums[which, lo + n] - sums[which, lo]
+        counts, which, lo, total, held = self._held_rows(points, s)
+        half = self.grid.half_bins
         far = np.flatnonzero(~held)
         far_rows = exactmath.exact_table(self.gather(points.ravel()[far], s.ravel()[far])) \
             if far.size else None
@@ -174,6 +160,22 @@ class GaussianLadder:
                     acc[live] += self._rows(stacked, which[r, k], b[r, k]) * w[r, k, None]
             out[sl] = exactmath.exact_table(acc)
         return out.reshape(points.shape[:-1] + (self.grid.n_bins,))
+
+    def _held_rows(self, points, s):
+        """What gaussian_table's rows are made of, for rows (points, s) of any shape, raveled:
+        (the exact counts of the distinct ladder tables they use, stacked; each row's table;
+        the table index of its first grid bin; its integer total over the grid's bins;
+        whether those bins hold its table's largest entry, i.e. whether the row is those
+        counts over that total, bit for bit, as exact_table would make it)."""
+        uniq, which, b = self._keys(points, s)
+        parts = [self.counts(k // PHASES, k % PHASES) for k in uniq]
+        counts = np.stack([c for c, _, _ in parts])
+        sums = np.stack([q for _, q, _ in parts])
+        peak = np.array([a for _, _, a in parts])[which]
+        n = self.grid.n_bins
+        lo = self.reach - self.grid.half_bins - b
+        held = (lo <= peak) & (peak < lo + n)
+        return counts, which, lo, sums[which, lo + n] - sums[which, lo], held
 
     def _keys(self, points, s):
         """(the distinct table keys s PHASES + f the rows use; each row's; its bin offset b)."""
@@ -263,19 +265,25 @@ class PortableDiagonalMixture(DiscretisedDiagonalMixture):
 class _LadderGaussians(Codec):
     """Vectors z (n, D), dimension d of row r under the ladder Gaussian (points[r, d],
     s[r, d]), normalised on the grid as PortableGaussian's tables (`gaussian_table`); built
-    one dimension at a time, so memory is n x n_bins."""
+    one dimension at a time, so memory is n x n_bins. A push keeps what each row cost
+    (`last_bits`, (n, D)), read off the tables it pushed with."""
 
     def __init__(self, lad: GaussianLadder, points: np.ndarray, s: np.ndarray):
         self.lad, self.points, self.s = lad, points, s
         self.shape = points.shape
+        self.last_bits: np.ndarray | None = None
 
     def _leaf(self, d: int) -> Categorical:
         table = self.lad.gaussian_table(self.points[:, d], self.s[:, d])
         return Categorical.from_table(table, offset=-self.lad.grid.half_bins)
 
     def push(self, stack, z) -> None:
+        bits = np.empty(self.shape)
         for d in reversed(range(self.shape[1])):
-            self._leaf(d).push(stack, z[:, d])
+            leaf = self._leaf(d)
+            leaf.push(stack, z[:, d])
+            bits[:, d] = leaf.info_bits(z[:, d])
+        self.last_bits = bits
 
     def pop(self, stack) -> np.ndarray:
         z = np.zeros(self.shape, dtype=np.int64)
@@ -344,12 +352,12 @@ class BitsBackDiagonalMixture(Codec):
         if self.pi.size == 1:                           # one component: nothing to choose
             component = self._component(np.zeros(self.n, dtype=np.int64))
             component.push(stack, z)
-            self.last_bits = component.info_bits(z).sum(axis=1)[:, None]
+            self.last_bits = component.last_bits.sum(axis=1)[:, None]
             return
         codec = self._codec()
         codec.push(stack, z)
         k, component, q = codec.last
-        self.last_bits = (component.info_bits(z).sum(axis=1) + codec.prior.info_bits(k)
+        self.last_bits = (component.last_bits.sum(axis=1) + codec.prior.info_bits(k)
                           - q.info_bits(k))[:, None]
 
     def pop(self, stack) -> np.ndarray:
