@@ -387,7 +387,9 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
             raise ArchiveError(f"the archive's activation scales do not fit {what}: it is "
                                "damaged or was made with another model")
         scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
-    coder = _coder(mf, grid, threads or h["threads"], scales, precision,
+    if not threads:                 # a portable archive decodes the same at any thread count:
+        threads = h["threads"] if scales is None else min(h["threads"], os.cpu_count() or 1)
+    coder = _coder(mf, grid, threads, scales, precision,
                    h.get("posterior_window"), h.get("base_coding") == "bits-back")
     n = h["n_images"]
     batched = associative(h["order"], archive.version)   # else along the tour (v1 set, v2 keep)

@@ -235,6 +235,9 @@ def _parse_header(raw: bytes) -> dict:
     inflate = zlib.decompressobj()
     try:
         text = inflate.decompress(raw, MAX_HEADER_JSON)
+        if not inflate.eof and inflate.unconsumed_tail and len(text) == MAX_HEADER_JSON:
+            raise ArchiveError(f"archive header inflates to more than {MAX_HEADER_JSON >> 20} "
+                               "MiB of JSON (the most a reader accepts)")
         if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
             raise ArchiveError("archive header is not one complete zlib stream")
         header = json.loads(text.decode())
@@ -386,7 +389,7 @@ def check_header(h: dict, archive: Archive) -> None:
               f"budget of {LIMITS.max_pixel_bytes >> 30} GiB")
     if not isinstance(h.get("binary"), bool):
         _fail("'binary' must be true or false")
-    if h.get("binary_value") not in (1, 255) or isinstance(h.get("binary_value"), bool):
+    if type(h.get("binary_value")) is not int or h["binary_value"] not in (1, 255):
         _fail("'binary_value' must be 1 or 255")
     mode = h["mode"]
     if mode != "array" and _MODE_CHANNELS.get(mode) != shape[0]:
@@ -467,6 +470,8 @@ def _check_source(src, channels: int) -> None:
             if not isinstance(folders, list) or not folders or \
                     not all(_utf8_length(f) <= LIMITS.max_name_bytes for f in folders):
                 _fail("'source.folders' must be a non-empty list of paths")
+            if folders != sorted(folders):
+                _fail("'source.folders' must be sorted")
             try:
                 check_paths(folders, "'source.folders'")
             except ArchiveError as exc:

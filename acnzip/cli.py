@@ -29,6 +29,16 @@ from codec import CodecError
 USER_ERRORS: tuple[type[BaseException], ...] = (AcnzipError, ArchiveError, CodecError, OSError)
 
 
+# torch's words when an allocation fails: its CPU allocator, oneDNN (a kernel's scratch memory
+# per thread), CUDA
+_OUT_OF_MEMORY = ("can't allocate memory", "could not create a primitive", "out of memory")
+
+
+def _torch_out_of_memory(exc: RuntimeError) -> bool:
+    return (type(exc).__name__ == "OutOfMemoryError"
+            or any(words in str(exc) for words in _OUT_OF_MEMORY))
+
+
 def user_errors(fn):
     """Turn USER_ERRORS into click errors: 'Error: <one line>' on stderr, exit status 1.
     SIGTERM is turned into an exception while the command runs, so temporary files are
@@ -50,6 +60,11 @@ def user_errors(fn):
         except (MemoryError, RecursionError) as exc:
             raise click.ClickException(f"out of memory or too deeply nested input "
                                        f"({type(exc).__name__})") from None
+        except RuntimeError as exc:        # torch's allocators raise RuntimeError, not MemoryError
+            if not _torch_out_of_memory(exc):
+                raise
+            raise click.ClickException("out of memory: torch could not allocate what the "
+                                       "networks need (fewer --threads need less)") from None
         except USER_ERRORS as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise click.ClickException(msg) from None
@@ -318,8 +333,9 @@ _model_option = click.option(
     help="Model file [the shipped model that fits the data].")
 _threads_option = click.option(
     "--threads", type=click.IntRange(min=1), metavar="N",
-    help="Torch threads for coding [compress: 1; decompress: the archive's]. Results are only "
-         "bit-exact for the thread count the archive was written with.")
+    help="Torch threads for coding [compress: 1; decompress: the archive's, at most this "
+         "machine's CPUs for a portable one]. A float archive (--float, --order tour) decodes "
+         "only with the thread count it was written with.")
 
 
 @main.command()

@@ -151,7 +151,8 @@ def _folders_header(folders, **changes) -> dict:
     ([3], "non-empty list of paths"), (["\ud800"], "non-empty list of paths"),
     (["x" * 5000], "non-empty list of paths"), ([""], "unsafe path"),
     (["../up"], "unsafe path"), (["/abs"], "unsafe path"), (["a\\b"], "unsafe path"),
-    (["a", "a"], "twice"), (["a", "a/b"], "both a file and a folder")])
+    (["a", "a"], "twice"), (["a", "a/b"], "both a file and a folder"),
+    (["z", "a"], "must be sorted")])
 def test_crafted_folder_lists_are_refused_in_one_line(folders, message):
     with pytest.raises(ArchiveError, match=message) as err:
         unpack(_with_header(_folders_header(folders), version=7))

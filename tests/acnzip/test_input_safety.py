@@ -234,9 +234,13 @@ def test_crafted_model_files_are_refused_before_anything_is_built(binary_model):
     huge = dict(blob, model_config=dict(blob["model_config"], pixelcnn_filters=200_000))
     deep = dict(blob, model_config=dict(blob["model_config"], pixelcnn_blocks=10 ** 9))
     gmm = dict(blob, gmm=dict(blob["gmm"], means=torch.zeros((2, 3), dtype=torch.float64)))
+    far, flat = blob["gmm"]["means"].clone(), blob["gmm"]["variances"].clone()
+    far[0, 0], flat[-1, -1] = 1e300, 1e-300      # finite, but log densities would overflow
     cases = [(missing, "weights do not match"), (unknown, "bogus"), (no_gmm, "no field 'gmm'"),
              (huge, "pixelcnn_filters must be"), (deep, "pixelcnn_blocks must be"),
-             (gmm, "p\\(z\\) does not match")]
+             (gmm, "p\\(z\\) does not match"),
+             (dict(blob, gmm=dict(blob["gmm"], means=far)), "means within \\+-1e\\+06"),
+             (dict(blob, gmm=dict(blob["gmm"], variances=flat)), "variances in \\[1e-08")]
     for crafted, words in cases:
         with pytest.raises(ModelFileError, match=words):
             load_model(_bytes_of(crafted), name="crafted.pt")
@@ -516,3 +520,45 @@ def test_info_refuses_an_embedded_model_decompress_would_refuse(tmp_path, binary
     header = dict(read_archive(arc).header, model_sha256=hashlib.sha256(crafted).hexdigest())
     bad = _rewrite(arc, tmp_path / "bad.acn", header=header, model=crafted)
     assert "not a usable acnzip model" in _refused("info", bad)
+
+
+def _pixel_multiset(root: Path) -> list[bytes]:
+    return sorted(np.asarray(Image.open(p)).tobytes() for p in root.rglob("*.png"))
+
+
+def test_a_portable_archive_decodes_with_at_most_this_machines_cpus(tmp_path, binary_model):
+    """A crafted (or far-away) header's thread count: a portable archive's pixels do not depend
+    on it, so decompress runs at most os.cpu_count() threads; the pixels come back equal."""
+    root = _binary_folder(tmp_path / "d")
+    arc = tmp_path / "a.acn"
+    api.compress(root, arc, model=binary_model, order="set", quiet=True)
+    header = dict(read_archive(arc).header, threads=256)
+    many = _rewrite(arc, tmp_path / "many.acn", header=header)
+    before = torch.get_num_threads()
+    try:
+        api.decompress(many, tmp_path / "out", model=binary_model, quiet=True)
+        assert torch.get_num_threads() == min(256, os.cpu_count())
+    finally:
+        torch.set_num_threads(before)
+    assert _pixel_multiset(tmp_path / "out") == _pixel_multiset(root)
+
+
+def test_torch_running_out_of_memory_is_one_line():
+    """torch's CPU allocator raises RuntimeError, not MemoryError; the commands' wrapper makes
+    it one line naming memory (a real failed allocation), and lets other errors through."""
+    import click
+    from acnzip.cli import user_errors
+    with pytest.raises(click.ClickException, match="^out of memory: torch could not allocate"):
+        user_errors(lambda: torch.empty(1 << 60, dtype=torch.uint8))()
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        user_errors(lambda: torch.ones(2, 3) @ torch.ones(4, 5))()
+
+
+@pytest.mark.parametrize("message, memory", [
+    ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+     "memory: you tried to allocate 2359296 bytes. Error code 12", True),
+    ("could not create a primitive", True),
+    ("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)", False)])
+def test_only_torch_allocation_failures_are_taken_for_memory(message, memory):
+    from acnzip.cli import _torch_out_of_memory
+    assert _torch_out_of_memory(RuntimeError(message)) is memory
