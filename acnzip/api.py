@@ -35,7 +35,7 @@ from .modelfile import (ModelFile, check_fits, default_model_path, is_shipped, l
 from .nn.integer import (PRECISION_8BIT, IntegerACN, Precision, calibrate, calibration_rows,
                          scale_names)
 from .order import PermutationCodec
-from .runtime import LN2, machine, torch_session
+from .runtime import LN2, machine, torch_session, usable_cpus
 from .protocol import (BASE_WEIGHT, SET_BATCH, SET_NEIGHBOURS, AssociativeDataset, Coder, Layout,
                        SetCosts, SetTables, chain_lengths, decode_dataset, default_chains,
                        encode_dataset, encode_from_initial_bits, fingerprint, fingerprint_set,
@@ -388,7 +388,7 @@ def decompress(archive_path: str | Path, outdir: str | Path, model: str | Path |
                                "damaged or was made with another model")
         scales = {k: float(v) for k, v in scales.items()}       # JSON may give integers
     if not threads:                 # a portable archive decodes the same at any thread count:
-        threads = h["threads"] if scales is None else min(h["threads"], os.cpu_count() or 1)
+        threads = h["threads"] if scales is None else min(h["threads"], usable_cpus())
     coder = _coder(mf, grid, threads, scales, precision,
                    h.get("posterior_window"), h.get("base_coding") == "bits-back")
     n = h["n_images"]

@@ -29,6 +29,15 @@ def torch_session(threads: int | None) -> None:
             pass
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one: a container's
+    or taskset's limit), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):          # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def machine(device: torch.device | str = "cpu") -> dict:
     """The machine and libraries: platform, processor, CPUs, Python, torch, numpy,
     constriction, the torch threads and the device (its GPU's name on CUDA)."""
