@@ -235,7 +235,7 @@ def _parse_header(raw: bytes) -> dict:
     inflate = zlib.decompressobj()
     try:
         text = inflate.decompress(raw, MAX_HEADER_JSON)
-        if not inflate.eof and inflate.unconsumed_tail and len(text) == MAX_HEADER_JSON:
+        if not inflate.eof and len(text) == MAX_HEADER_JSON:      # stopped at the limit
             raise ArchiveError(f"archive header inflates to more than {MAX_HEADER_JSON >> 20} "
                                "MiB of JSON (the most a reader accepts)")
         if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
