@@ -91,10 +91,10 @@ def _gate(pre: torch.Tensor) -> torch.Tensor:
 
 
 class Dropout:
-    """Inverted dropout with its own generator, seeded per training step, so a step's masks are
-    a function of its seed (a resumed run draws what an uninterrupted one would; every DDP rank
-    seeds its own). Each call zeroes each element with probability p, a fresh mask per call,
-    and scales the others by 1/(1-p)."""
+    """Inverted dropout whose masks come from their own generator, seeded per training step, so
+    a step's masks are a function of its seed (a resumed run draws what an uninterrupted one
+    would; every DDP rank seeds its own). Each call drops a fresh mask's worth of elements with
+    probability p and scales the rest by 1/(1-p)."""
 
     def __init__(self, p: float, seed: int, device: torch.device | str = "cpu"):
         if not 0.0 < p < 1.0:
