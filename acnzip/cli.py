@@ -151,10 +151,6 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--kl-warmup", type=click.IntRange(min=0), metavar="STEPS",
               help="Raise the KL weight from 0 to 1 over STEPS steps [config's: 3000 cpu, "
               "0 paper].")
-@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), metavar="P",
-              help="Drop each PixelCNN gate output of the horizontal stack with probability "
-              "P while training (a regulariser for long runs on small data; the model file "
-              "and its archives are unchanged by it) [0].")
 @click.option("--neighbours", type=click.Choice(["knn", "tour"]),
               help="c_hat: a draw among the K=5 nearest stored codes (Algorithm 1), or each "
               "image's predecessor on greedy tours through random subsets of 2,500-25,000 "
@@ -186,8 +182,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filters, likelihood,
           init,
           epochs, batch_size, lr,
-          optimizer, polyak_decay, kl_warmup, dropout, neighbours, seed, device, precision,
-          threads, resume, checkpoint,
+          optimizer, polyak_decay, kl_warmup, neighbours, seed, device, precision, threads,
+          resume, checkpoint,
           checkpoint_every, max_minutes, max_steps, force, quiet):
     """Train an ACN on DATA and write MODEL.pt.
 
@@ -229,8 +225,8 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
                       max_minutes=max_minutes, max_steps=max_steps, progress=not quiet,
                       precision=precision)
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     polyak_decay=polyak_decay, kl_warmup=kl_warmup, dropout=dropout,
-                     neighbours=neighbours, seed=seed)
+                     polyak_decay=polyak_decay, kl_warmup=kl_warmup, neighbours=neighbours,
+                     seed=seed)
     command = shlex.join(["acnzip", *sys.argv[1:]])
     try:
         result = run_training(dataset, output, valid=valid_set,

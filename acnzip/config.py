@@ -83,7 +83,6 @@ class TrainConfig(_DictMixin):
     tour_sizes: tuple = (2500, 5000, 10000, 25000)   # "tour": subset sizes of the tours
     tour_every: int = 500             # "tour": steps between rebuilds of the tours
     kl_warmup: int = 0                # steps over which the KL weight rises 0 -> 1 (0: none)
-    dropout: float = 0.0              # PixelCNN: drop rate of each horizontal gate's output
     epochs: int = 10
     seed: int = 0
     valid_every: int = 1000           # steps between validations (and at every epoch end)
@@ -103,8 +102,6 @@ class TrainConfig(_DictMixin):
             raise ValueError("tour_every must be >= 1 and every tour size >= 2")
         if not 0.0 <= self.polyak_decay < 1.0:
             raise ValueError("polyak_decay must be in [0, 1)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
 
 
 _ARCH = {

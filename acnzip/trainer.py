@@ -53,7 +53,6 @@ from .config import ModelConfig, TrainConfig
 from .distributed import World
 from .errors import AcnzipError
 from .nn import ACN
-from .nn.pixelcnn import Dropout
 from .nn.prior import posterior_log_prob
 from .runtime import LN2
 
@@ -194,10 +193,10 @@ class _StepLoss(torch.nn.Module):
         super().__init__()
         self.acn = acn
 
-    def forward(self, x: torch.Tensor, neighbours, dropout=None):
+    def forward(self, x: torch.Tensor, neighbours):
         c = self.acn.encoder(x).float()                                  # (b, D)
         c_hat, eps = neighbours(c)
-        t = self.acn.loss(x, c_hat, code=c, eps=eps, dropout=dropout)
+        t = self.acn.loss(x, c_hat, code=c, eps=eps)
         return t.kl, t.recon
 
 
@@ -321,13 +320,9 @@ class Trainer:
             eps = torch.randn(c_all.shape, generator=self.gen)
             return (torch.from_numpy(c_hat[mine]).to(self.device), eps[mine].to(self.device))
 
-        dropout = None
-        if self.tc.dropout > 0:          # a seed per step from the loop's RNG (same on all
-            seed = int(self.rng.integers(2 ** 62)) + world.rank       # ranks), one per rank
-            dropout = Dropout(self.tc.dropout, seed, self.device)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            kl, recon = self.step_loss(x, neighbours, dropout)
+            kl, recon = self.step_loss(x, neighbours)
         sums = world.sum(torch.stack([kl.detach().double().sum(), recon.detach().double().sum()]))
         mean_kl, mean_recon = (sums / n).tolist()
         if not np.isfinite(mean_kl + mean_recon):

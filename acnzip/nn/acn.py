@@ -39,20 +39,19 @@ class ACN(nn.Module):
 
     def loss(self, x: torch.Tensor, c_hat: torch.Tensor, code: torch.Tensor | None = None,
              eps: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, dropout=None) -> LossTerms:
+             generator: torch.Generator | None = None) -> LossTerms:
         """x (B, C, H, W) raw pixels, c_hat (B, D) neighbour codes -> LossTerms (nats/image).
 
         `code`: c if already computed (training computes it first to find c_hat); `eps` or
-        `generator`: the posterior noise, for reproducible estimates; `dropout`: the decoder's
-        (pixelcnn.Dropout, training only). Under an outer torch.autocast (training with
-        --precision bf16) only the encoder's and decoder's layers run in low precision: the
-        prior, the KL and the likelihood are float32.
+        `generator`: the posterior noise, for reproducible estimates. Under an outer
+        torch.autocast (training with --precision bf16) only the encoder's and decoder's
+        layers run in low precision: the prior, the KL and the likelihood are float32.
         """
         c = self.encoder(x) if code is None else code                    # (B, D)
         with torch.autocast(x.device.type, enabled=False):   # prior and KL always in float32
             kl, z = kl_estimate(c.float(), self.prior(c_hat.detach().float()), eps=eps,
                                 generator=generator)
-        recon = self.decoder.nll(x, self.decoder(x, z, dropout).float())          # (B,)
+        recon = self.decoder.nll(x, self.decoder(x, z).float())          # (B,)
         return LossTerms(kl, recon, c)
 
     @torch.no_grad()

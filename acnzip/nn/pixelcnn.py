@@ -16,8 +16,6 @@ Layout of block l (p = k // 2, pixel (r, c), raster order, channels R -> G -> B)
   share a group. Horizontal output = h_in + `h_res` (1x1, type B) of the gate (no residual in
   block 0, whose input has C channels).
 * z enters every block through `v_cond` and `h_cond`, Linear(D, 2F), added to the pre-activations.
-* Training only (`--dropout`): the horizontal gate's output is dropped (masks from `Dropout`,
-  elementwise, so no mask crosses the causal order) before `h_res`; evaluation never drops.
 * Head: relu -> 1x1 (F -> F, type B) -> relu -> 1x1 (F -> C*V, type B; outputs of channel g
   form group g), V = 1 (Bernoulli logit) for binary images; for 8-bit ones V = 256 logits
   (likelihood "softmax") or V = 3L parameters of a discretised logistic mixture (likelihood
@@ -90,23 +88,6 @@ def _gate(pre: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-class Dropout:
-    """Inverted dropout whose masks come from their own generator, seeded per training step, so
-    a step's masks are a function of its seed (a resumed run draws what an uninterrupted one
-    would; every DDP rank seeds its own). Each call drops a fresh mask's worth of elements with
-    probability p and scales the rest by 1/(1-p)."""
-
-    def __init__(self, p: float, seed: int, device: torch.device | str = "cpu"):
-        if not 0.0 < p < 1.0:
-            raise ValueError("dropout p must be in (0, 1)")
-        self.p = p
-        self.gen = torch.Generator(device=device).manual_seed(seed)
-
-    def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        keep = torch.rand(t.shape, generator=self.gen, device=t.device) >= self.p
-        return t * keep.to(t.dtype) * (1.0 / (1.0 - self.p))
-
-
 class GatedBlock(nn.Module):
     """One gated block of both stacks; see the module docstring for what each weight reads."""
 
@@ -129,17 +110,15 @@ class GatedBlock(nn.Module):
         self.register_buffer("res_mask", centre_mask(groups, groups, False)[:, :, None, None],
                              persistent=False)
 
-    def forward(self, v, h, z, dropout: Dropout | None = None):
-        """v, h (B, C_in, H, W); z (B, D) -> v, h (B, F, H, W); `dropout` (training only) drops
-        elements of the horizontal gate's output."""
+    def forward(self, v, h, z):
+        """v, h (B, C_in, H, W); z (B, D) -> v, h (B, F, H, W)."""
         p = self.p
         v_pre = F.conv2d(F.pad(v, (p, p, p, 0)), self.v_conv.weight, self.v_conv.bias)
         v_pre = v_pre + self.v_cond(z)[:, :, None, None]                 # (B, 2F, H, W)
         h_pre = F.conv2d(F.pad(h, (p, 0, 0, 0)), self.h_conv.weight * self.h_mask,
                          self.h_conv.bias)
         h_pre = h_pre + self.v_to_h(v_pre) + self.h_cond(z)[:, :, None, None]
-        gated = _gate(h_pre) if dropout is None else dropout(_gate(h_pre))
-        h_out = F.conv2d(gated, self.h_res.weight * self.res_mask, self.h_res.bias)
+        h_out = F.conv2d(_gate(h_pre), self.h_res.weight * self.res_mask, self.h_res.bias)
         if not self.first:
             h_out = h + h_out                                            # residual
         return _gate(v_pre), h_out
@@ -166,9 +145,8 @@ class GatedPixelCNN(nn.Module):
         self.register_buffer("out2_mask", centre_mask(out_groups, groups, False)[:, :, None, None],
                              persistent=False)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, dropout: Dropout | None = None
-                ) -> torch.Tensor:
-        """x (B, C, H, W) raw pixels, z (B, D) -> logits; `dropout`: see `Dropout` (training).
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) raw pixels, z (B, D) -> logits.
 
         Binary: (B, C, H, W) Bernoulli logits. 8-bit: (B, C, H, W, V): 256 categorical logits,
         or the logistic mixture's 3L parameters (`log_probs` gives the 256 log-probabilities).
@@ -177,7 +155,7 @@ class GatedPixelCNN(nn.Module):
         v = F.pad(x, (0, 0, 1, 0))[:, :, :-1]                  # v[r] = x[r-1], row 0 zeros
         h = x
         for block in self.blocks:
-            v, h = block(v, h, z, dropout)
+            v, h = block(v, h, z)
         o = F.relu(F.conv2d(F.relu(h), self.out1.weight * self.out1_mask, self.out1.bias))
         o = F.conv2d(o, self.out2.weight * self.out2_mask, self.out2.bias)  # (B, C*V, H, W)
         if self.binary:

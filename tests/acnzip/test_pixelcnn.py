@@ -4,7 +4,7 @@ import torch
 
 from acnzip.config import ModelConfig
 from acnzip.nn import GatedPixelCNN
-from acnzip.nn.pixelcnn import Dropout, logistic_log_probs
+from acnzip.nn.pixelcnn import logistic_log_probs
 
 
 def _cfg(channels, binary, blocks=3, kernel=3, filters=12, h=5, w=6, likelihood="softmax"):
@@ -13,7 +13,7 @@ def _cfg(channels, binary, blocks=3, kernel=3, filters=12, h=5, w=6, likelihood=
                        likelihood=likelihood)
 
 
-def _input_grads(net, cfg, r, c, g, seed=0, dropout=None):
+def _input_grads(net, cfg, r, c, g, seed=0):
     """|d logits[(r, c, g)] / d x| summed over a batch of 8 (so no pixel has all head ReLUs
     off): (C, H, W)."""
     gen = torch.Generator().manual_seed(seed)
@@ -21,7 +21,7 @@ def _input_grads(net, cfg, r, c, g, seed=0, dropout=None):
     x = (torch.rand(shape, generator=gen) < 0.5).double() if cfg.binary else \
         torch.randint(0, 256, shape, generator=gen).double()
     x.requires_grad_(True)
-    logits = net(x, torch.randn(8, cfg.latent_dim, generator=gen, dtype=torch.double), dropout)
+    logits = net(x, torch.randn(8, cfg.latent_dim, generator=gen, dtype=torch.double))
     out = logits[:, g, r, c]
     if not cfg.binary:                       # V outputs: a random projection of them
         out = out @ torch.randn(net.V, generator=gen, dtype=torch.double)
@@ -60,41 +60,6 @@ def test_pixelcnn_is_causal(channels, binary, kernel, likelihood):
                     assert grad[:, r - 1, c + 1].min() > 0
                 if g > 0:                                # earlier channels of this pixel
                     assert grad[:g, r, c].min() > 0
-
-
-@pytest.mark.parametrize("channels, binary", [(1, False), (3, False), (3, True)])
-def test_dropout_keeps_the_pixelcnn_causal(channels, binary):
-    """Training's dropout masks elements, never mixes positions: no logit sees its own or a
-    later sub-pixel whatever is dropped (the masks differ from call to call here)."""
-    torch.manual_seed(7)
-    cfg = _cfg(channels, binary)
-    net = GatedPixelCNN(cfg).double()
-    drop = Dropout(0.5, seed=3)
-    for r in range(cfg.height):
-        for c in range(cfg.width):
-            for g in range(cfg.channels):
-                grad = _input_grads(net, cfg, r, c, g, dropout=drop)
-                i = _position(g, r, c, cfg)
-                later = [(gj, rj, cj) for gj in range(cfg.channels)
-                         for rj in range(cfg.height) for cj in range(cfg.width)
-                         if _position(gj, rj, cj, cfg) >= i]
-                assert all(grad[p] == 0 for p in later), (g, r, c)
-
-
-def test_dropout_masks_are_seeded_and_scaled():
-    """Dropout(p, seed): about p of the elements zeroed, the rest scaled by 1/(1-p); the same
-    seed gives the same masks, successive calls fresh ones; p outside (0, 1) is refused."""
-    t = torch.ones(200, 500)
-    one, two = Dropout(0.25, seed=11), Dropout(0.25, seed=11)
-    a, b = one(t), two(t)
-    assert torch.equal(a, b)
-    assert set(a.unique().tolist()) == {0.0, torch.tensor(1 / 0.75).item()}    # float32
-    assert abs(float((a == 0).double().mean()) - 0.25) < 0.005          # 100,000 draws
-    assert not torch.equal(one(t), a)
-    assert not torch.equal(Dropout(0.25, seed=12)(t), a)
-    for p in (0.0, 1.0, -0.1):
-        with pytest.raises(ValueError, match="dropout p must be in"):
-            Dropout(p, seed=0)
 
 
 def test_deep_enough_network_sees_every_earlier_pixel():

@@ -105,30 +105,6 @@ def test_resume_continues_exactly(tmp_path, stop_at, neighbours):
     assert whole.progress.step == 15 and len(whole.progress.history) >= 3
 
 
-def test_dropout_trains_differently_and_resumes_exactly(tmp_path):
-    """--dropout changes what a step learns (the same seed without it ends elsewhere), and a
-    run stopped and resumed draws the masks an uninterrupted one would: its masks are seeded
-    from the loop's RNG, which the checkpoint holds."""
-    torch.set_num_threads(1)
-    x, xv = _synthetic(70, 0), _synthetic(20, 1)
-    mc, tc = _tiny(epochs=2, valid_every=4, dropout=0.3)
-    whole = Trainer(mc, tc, x, xv)
-    assert run(whole, RunOptions(**QUIET)) == "complete"
-    plain = Trainer(mc, TrainConfig.from_dict({**tc.to_dict(), "dropout": 0.0}), x, xv)
-    assert run(plain, RunOptions(**QUIET)) == "complete"
-    assert not torch.equal(whole.model.decoder.out2.weight, plain.model.decoder.out2.weight)
-
-    ckpt = tmp_path / "run.ckpt"
-    first = Trainer(mc, tc, x, xv)
-    assert run(first, RunOptions(checkpoint=ckpt, max_steps=6, **QUIET)) == "max-steps"
-    resumed = Trainer.from_checkpoint(load_checkpoint(ckpt), x, xv)
-    assert resumed.tc.dropout == 0.3
-    assert run(resumed, RunOptions(checkpoint=ckpt, **QUIET)) == "complete"
-    _assert_same(_state(resumed), _state(whole))
-    with pytest.raises(ValueError, match="dropout must be in"):
-        TrainConfig(dropout=1.0)
-
-
 def test_tour_neighbours_are_predecessors_on_greedy_tours_of_the_store(monkeypatch):
     x = _synthetic(60, 0)
     mc, tc = _tiny(neighbours="tour", tour_sizes=(10, 25), tour_every=3)
