@@ -151,6 +151,10 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--kl-warmup", type=click.IntRange(min=0), metavar="STEPS",
               help="Raise the KL weight from 0 to 1 over STEPS steps [config's: 3000 cpu, "
               "0 paper].")
+@click.option("--shift", type=click.IntRange(min=0), metavar="N",
+              help="Translate each training image by a random offset of up to N pixels down "
+              "or up and right or left, edges repeated: more distinct images to learn from "
+              "[0: none].")
 @click.option("--neighbours", type=click.Choice(["knn", "tour"]),
               help="c_hat: a draw among the K=5 nearest stored codes (Algorithm 1), or each "
               "image's predecessor on greedy tours through random subsets of 2,500-25,000 "
@@ -182,8 +186,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filters, likelihood,
           init,
           epochs, batch_size, lr,
-          optimizer, polyak_decay, kl_warmup, neighbours, seed, device, precision, threads,
-          resume, checkpoint,
+          optimizer, polyak_decay, kl_warmup, shift, neighbours, seed, device, precision,
+          threads, resume, checkpoint,
           checkpoint_every, max_minutes, max_steps, force, quiet):
     """Train an ACN on DATA and write MODEL.pt.
 
@@ -225,8 +229,8 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
                       max_minutes=max_minutes, max_steps=max_steps, progress=not quiet,
                       precision=precision)
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                     polyak_decay=polyak_decay, kl_warmup=kl_warmup, neighbours=neighbours,
-                     seed=seed)
+                     polyak_decay=polyak_decay, kl_warmup=kl_warmup, shift=shift,
+                     neighbours=neighbours, seed=seed)
     command = shlex.join(["acnzip", *sys.argv[1:]])
     try:
         result = run_training(dataset, output, valid=valid_set,

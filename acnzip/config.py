@@ -83,6 +83,7 @@ class TrainConfig(_DictMixin):
     tour_sizes: tuple = (2500, 5000, 10000, 25000)   # "tour": subset sizes of the tours
     tour_every: int = 500             # "tour": steps between rebuilds of the tours
     kl_warmup: int = 0                # steps over which the KL weight rises 0 -> 1 (0: none)
+    shift: int = 0                    # translate each training image by up to this many pixels
     epochs: int = 10
     seed: int = 0
     valid_every: int = 1000           # steps between validations (and at every epoch end)
@@ -94,8 +95,8 @@ class TrainConfig(_DictMixin):
             raise ValueError(f"optimizer must be one of {sorted(DEFAULT_LR)}")
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-        if self.batch_size < 1 or self.knn_k < 1 or self.epochs < 0:
-            raise ValueError("batch_size and knn_k must be >= 1, epochs >= 0")
+        if self.batch_size < 1 or self.knn_k < 1 or self.epochs < 0 or self.shift < 0:
+            raise ValueError("batch_size and knn_k must be >= 1, epochs and shift >= 0")
         if self.neighbours not in ("knn", "tour"):
             raise ValueError("neighbours must be knn or tour")
         if self.tour_every < 1 or not self.tour_sizes or min(self.tour_sizes) < 2:

@@ -13,7 +13,8 @@ from acnzip.evaluate import evaluate_model
 from acnzip.modelfile import load_model
 from acnzip.tour import tour_pairs
 from acnzip.train import RunOptions, TrainingInterrupted, run, train
-from acnzip.trainer import Trainer, TrainError, load_checkpoint, save_checkpoint, validation_loss
+from acnzip.trainer import (Trainer, TrainError, load_checkpoint, save_checkpoint, shift_images,
+                            validation_loss)
 
 QUIET = dict(progress=False, log=lambda msg: None)
 
@@ -103,6 +104,44 @@ def test_resume_continues_exactly(tmp_path, stop_at, neighbours):
     assert run(resumed, RunOptions(checkpoint=ckpt, **QUIET)) == "complete"
     _assert_same(_state(resumed), _state(whole))
     assert whole.progress.step == 15 and len(whole.progress.history) >= 3
+
+
+def test_shift_images_translates_with_the_edges_repeated():
+    """Against numpy's edge padding, image by image: offsets (rows, columns) move the image down
+    and right, negative ones up and left; zero offsets leave it as it was."""
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.integers(0, 256, (6, 3, 5, 7), dtype=np.uint8))
+    offsets = np.array([[0, 0], [1, 0], [0, -2], [-2, 1], [2, 2], [-1, -1]])
+    got = shift_images(x, offsets)
+    assert got.dtype == torch.uint8 and got.shape == x.shape
+    for img, out, (dy, dx) in zip(x.numpy(), got.numpy(), offsets):
+        padded = np.pad(img, ((0, 0), (2, 2), (2, 2)), mode="edge")
+        assert np.array_equal(out, padded[:, 2 - dy:7 - dy, 2 - dx:9 - dx]), (dy, dx)
+    assert np.array_equal(got[1, :, 1:].numpy(), x[1, :, :-1].numpy())     # one row down
+    assert torch.equal(shift_images(x, np.zeros((6, 2), np.int64)), x)
+
+
+def test_shifted_training_differs_and_resumes_exactly(tmp_path):
+    """--shift changes what the steps see (the same seed without it ends elsewhere), and a run
+    stopped and resumed draws the offsets an uninterrupted one would (the loop's RNG)."""
+    torch.set_num_threads(1)
+    x, xv = _synthetic(70, 0), _synthetic(20, 1)
+    mc, tc = _tiny(epochs=2, valid_every=4, shift=1)
+    whole = Trainer(mc, tc, x, xv)
+    assert run(whole, RunOptions(**QUIET)) == "complete"
+    plain = Trainer(mc, TrainConfig.from_dict({**tc.to_dict(), "shift": 0}), x, xv)
+    assert run(plain, RunOptions(**QUIET)) == "complete"
+    assert not torch.equal(whole.model.decoder.out2.weight, plain.model.decoder.out2.weight)
+
+    ckpt = tmp_path / "run.ckpt"
+    first = Trainer(mc, tc, x, xv)
+    assert run(first, RunOptions(checkpoint=ckpt, max_steps=6, **QUIET)) == "max-steps"
+    resumed = Trainer.from_checkpoint(load_checkpoint(ckpt), x, xv)
+    assert resumed.tc.shift == 1
+    assert run(resumed, RunOptions(checkpoint=ckpt, **QUIET)) == "complete"
+    _assert_same(_state(resumed), _state(whole))
+    with pytest.raises(ValueError, match="epochs and shift >= 0"):
+        TrainConfig(shift=-1)
 
 
 def test_tour_neighbours_are_predecessors_on_greedy_tours_of_the_store(monkeypatch):
