@@ -10,6 +10,8 @@ Guarantees:
   folder (allowed only with force, or when it is empty) each output file is moved into place
   by os.replace: only files of the same paths are replaced, nothing else in the folder is
   ever removed or changed.
+* Only regular files (or symlinks, replaced by a file in their place) are ever replaced: a
+  device, pipe or socket where an output goes is refused, even with force.
 """
 from __future__ import annotations
 
@@ -31,13 +33,36 @@ class OutputExistsError(AcnzipError, FileExistsError):
     """The output exists and replacing it was not asked for."""
 
 
+def _not_a_file(path: Path) -> str | None:
+    """What is at `path` if it is something acnzip never replaces (a device, a pipe, a socket;
+    a folder is the callers' own case), else None (nothing there, a regular file, a symlink:
+    os.replace puts a new file in the link's place and never writes through it)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a pipe (FIFO)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def _refuse_non_files(path: Path) -> None:
+    what = _not_a_file(path)
+    if what is not None:
+        raise OutputExistsError(f"{path} is {what}, not a file: acnzip writes regular files "
+                                "only and never replaces anything else, even with -f")
+
+
 def check_output(path: Path, force: bool) -> None:
     """Refuse an existing output file (or symlink) unless `force`, and an output whose folder
-    does not exist (checked before any work is done); a folder where a file is to be written
-    is always refused."""
+    does not exist (checked before any work is done); a folder, device, pipe or socket where a
+    file is to be written is always refused."""
     path = Path(path)
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder (give a file name)")
+    _refuse_non_files(path)
     if os.path.lexists(path) and not force:          # a dangling symlink is something too
         raise OutputExistsError(f"{path} already exists (use -f to overwrite)")
     if not path.absolute().parent.is_dir():
@@ -60,6 +85,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; outputs are ordinary
+        _refuse_non_files(path)                    # again: it may have appeared meanwhile
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -117,6 +143,7 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = (),
         target = path / rel
         if target.is_dir() and not target.is_symlink():
             raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
+        _refuse_non_files(target)
     found: set[str] = set()                 # folders found in place (their checks done)
     # each parent of a file, and each folder with its parents ("f/": f is its own last
     # parent), from the top, while it exists: a folder, never a file or a link

@@ -21,7 +21,8 @@ from PIL import Image
 
 from acnzip import api
 from acnzip.archive import read_archive
-from acnzip.atomic import Terminated, terminate_cleanly, write_folder
+from acnzip.atomic import (OutputExistsError, Terminated, atomic_write_bytes,
+                           terminate_cleanly, write_folder)
 from acnzip.cli import main
 
 
@@ -123,6 +124,68 @@ def test_force_into_a_folder_keeps_foreign_files_and_dot_works(tmp_path, folder_
                          cwd=here)
     assert code == 0, text
     assert (here / "own.txt").read_text() == "own" and (here / "README.md").is_file()
+
+
+def _specials(folder: Path) -> dict:
+    """A pipe and a socket (and a device where this user may make one) in `folder`: name ->
+    what the refusal calls it."""
+    import socket
+    os.mkfifo(folder / "pipe")
+    made = {"pipe": "a pipe (FIFO)", "sock": "a socket"}
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock"))
+    sock.close()                                  # the socket file stays
+    try:
+        os.mknod(folder / "null", 0o666 | 0o020000, os.makedev(1, 3))   # like /dev/null
+        made["null"] = "a device"
+    except PermissionError:                       # not root: pipes and sockets only
+        pass
+    return made
+
+
+def _kinds(folder: Path) -> dict:
+    return {p.name: os.lstat(p).st_mode & 0o170000 for p in folder.iterdir()}
+
+
+def test_force_never_replaces_a_device_pipe_or_socket(tmp_path, binary_model):
+    """-f replaces files, never what only looks like an output path: a device, pipe or socket
+    given to -o or --report, or in an archive's place in a folder, is refused in one line and
+    stays what it was (`acnzip compress -o /dev/null -f` once turned /dev/null into a file)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    specials = _specials(here)
+    before = _kinds(here)
+    data = tmp_path / "x.npy"
+    np.save(data, digits(6))
+    arc = tmp_path / "x.acn"
+    for name, what in specials.items():
+        for args in (["-o", here / name], ["-o", arc, "--report", here / name]):
+            code, text = run_cli("compress", data, *args, "--model", binary_model, "-q", "-f")
+            assert code == 1 and f"is {what}, not a file" in text, text
+            assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+    assert _kinds(here) == before and not arc.exists()
+    for name in specials:                              # the writer itself refuses too
+        with pytest.raises(OutputExistsError, match="not a file"):
+            atomic_write_bytes(here / name, b"data")
+    assert _kinds(here) == before and sorted(os.listdir(here)) == sorted(specials)
+
+    link = tmp_path / "link"                           # a symlink is replaced, never followed
+    link.symlink_to(here / "pipe")
+    code, text = run_cli("compress", data, "-o", link, "--model", binary_model, "-q", "-f")
+    assert code == 0, text
+    assert not link.is_symlink() and read_archive(link).header["n_images"] == 6
+    assert _kinds(here) == before
+
+    out = tmp_path / "out"                             # decompress -f: the archive's paths
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    os.mkfifo(out / "x.npy")                           # where the array is restored
+    code, text = run_cli("compress", data, "-o", arc, "--model", binary_model, "-q", "-f")
+    assert code == 0, text
+    code, text = run_cli("decompress", arc, "-o", out, "--model", binary_model, "-q", "-f")
+    assert code == 1 and "x.npy is a pipe (FIFO), not a file" in text, text
+    assert sorted(os.listdir(out)) == ["mine.txt", "x.npy"]
+    assert os.lstat(out / "x.npy").st_mode & 0o170000 == 0o010000      # still a FIFO
 
 
 def test_archive_inside_its_own_folder(tmp_path, binary_model):
