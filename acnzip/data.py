@@ -208,8 +208,12 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
                 raise DataError(f"{path}: not a valid .npz file (not a zip archive)")
             fh.seek(0)
             with zipfile.ZipFile(fh) as zf:
-                members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
-                if len(members) != sum(not i.is_dir() for i in zf.infolist()):
+                folder = next((i.filename for i in zf.infolist() if i.is_dir()), None)
+                if folder is not None:
+                    raise DataError(f"{path}: the member {folder!r} is a folder entry, which "
+                                    "could not be given back (arrays and files only)")
+                members = {i.filename: i for i in zf.infolist()}
+                if len(members) != len(zf.infolist()):
                     raise DataError(f"{path}: two members of the same name; only one "
                                     "could be given back")
                 arrays = [m[:-4] for m in members if m.endswith(".npy")]
@@ -218,6 +222,10 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
                 with zf.open(info) as f:
                     _check_npy_header(f, info.file_size, f"{path}:{chosen}")
                 others = [m for m in members if m != chosen + ".npy"]
+                try:                        # the rules the archive's files section is read by
+                    check_names([], others)
+                except DataError as exc:
+                    raise DataError(f"{path}: {exc} (a member's name)") from None
                 if sum(members[m].file_size for m in others) > LIMITS.max_other_bytes:
                     raise DataError(f"{path}: the other arrays hold more than "
                                     f"{LIMITS.max_other_bytes >> 20} MiB")

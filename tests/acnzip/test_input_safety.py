@@ -413,6 +413,25 @@ def test_npz_with_two_members_of_one_name_is_refused(tmp_path):
                                                       tmp_path / "a.acn")
 
 
+@pytest.mark.parametrize("member", ["a\\b.npy", "a/../b.npy", "a//b.npy", "./y.npy",
+                                    "../../evil.npy", "/tmp/abs.npy", "L" * 4100 + ".npy",
+                                    "line\nbreak.npy", "somedir/"])
+def test_npz_members_decompress_could_not_restore_are_refused(tmp_path, member):
+    """compress refuses what decompress would refuse to read back: a kept member's name goes
+    through the files section's path rules (a backslash, '..', an empty part, an absolute
+    path, over 4,096 bytes), and a folder entry (here holding data) has no file to restore."""
+    path = tmp_path / "m.npz"
+    buf = io.BytesIO()
+    np.save(buf, digits(3))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", buf.getvalue())
+        zf.writestr(member, b"data")
+    text = _refused("compress", path, "-o", tmp_path / "a.acn")
+    assert str(path) in text and ("a folder entry" if member.endswith("/") else
+                                  "cannot store the file name") in text
+    assert not (tmp_path / "a.acn").exists()
+
+
 def test_a_header_claiming_many_images_costs_no_memory_before_the_model_refuses(
         tmp_path, binary_model):
     """n = 10^7 images of 1x1: the model check comes before any per-image list."""
