@@ -7,8 +7,9 @@ Accepted:
   samples do (_pixels_exact: at most 8 bits per sample, no transparency key), are the images,
   all of one size and mode; names are the relative paths, sorted. Every other regular file
   (README, labels, hidden files, multi-frame TIFFs, palette or 16-bit images, unreadable
-  ones) is kept byte for byte (`other_files`). What could not be given back -- a FIFO, socket
-  or device, a symlink to a folder or to nothing, an unreadable folder -- is refused;
+  ones, PNGs that are not whole: png.py) is kept byte for byte (`other_files`). What could
+  not be given back -- a FIFO, socket or device, a symlink to a folder or to nothing, an
+  unreadable folder -- is refused;
 * a .npy file, or a .npz file with key `x` or a single array (`FILE.npz:KEY` picks another),
   of dtype uint8 (or bool) and shape (N, H, W) or (N, H, W, C), C <= 4; names are indices.
   The other members of a .npz (labels, say) are kept byte for byte; the array is written
@@ -38,6 +39,7 @@ from PIL import Image
 from .archive import LIMITS, safe_name
 from .errors import AcnzipError
 from .inputs import kind_of, open_regular
+from .png import png_is_whole
 
 __all__ = ["DataError", "Dataset", "load_dataset", "load_array", "load_folder", "png_name",
            "safe_name", "check_names", "IMAGE_EXTENSIONS", "detect_binary", "image_names",
@@ -301,13 +303,16 @@ def _pixels_exact(img: Image.Image) -> bool:
 def _read_image(path: Path) -> tuple[np.ndarray, str] | None:
     """(H, W, C) uint8 and Pillow mode of a single-frame image in a supported mode whose
     pixels hold all its file holds (_pixels_exact); None for anything else, including any
-    file Pillow fails on in any way (kept byte for byte)."""
+    file Pillow fails on in any way and any PNG that is not whole (png_is_whole: Pillow reads
+    some damaged ones without a word), all kept byte for byte."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")        # DecompressionBombWarning, EXIF quirks
             with Image.open(path) as img:
                 if getattr(img, "n_frames", 1) != 1 or img.mode not in _MODES \
                         or not _pixels_exact(img):
+                    return None
+                if img.format == "PNG" and not png_is_whole(Path(path).read_bytes()):
                     return None
                 img.load()
                 mode = img.mode
