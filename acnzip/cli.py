@@ -42,7 +42,7 @@ def _torch_out_of_memory(exc: RuntimeError) -> bool:
 def user_errors(fn):
     """Turn USER_ERRORS into click errors: 'Error: <one line>' on stderr, exit status 1.
     SIGTERM is turned into an exception while the command runs, so temporary files are
-    removed as on Ctrl-C; MemoryError and RecursionError from hostile input are one line too.
+    removed as on Ctrl-C, and both end in one line; MemoryError and RecursionError from hostile input are one line too.
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,6 +54,8 @@ def user_errors(fn):
             raise
         except Terminated:
             raise click.ClickException("terminated (SIGTERM); nothing partial was left") from None
+        except KeyboardInterrupt:          # click's own "Aborted!" is two lines
+            raise click.ClickException("interrupted (Ctrl-C); nothing partial was left") from None
         except BrokenPipeError:            # `acnzip info A.acn | head -1`: the reader is gone
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
             sys.exit(1)

@@ -357,6 +357,18 @@ def test_sigterm_while_writing_leaves_no_temporary_files(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    """Ctrl-C in a command ends like SIGTERM: 'Error: interrupted ...' and exit status 1, not
+    click's blank line and 'Aborted!'."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "compress", interrupted)
+    np.save(tmp_path / "x.npy", digits(3))
+    code, text = run_cli("compress", tmp_path / "x.npy", "-o", tmp_path / "x.acn")
+    assert code == 1 and text == "Error: interrupted (Ctrl-C); nothing partial was left\n", text
+
+
 def test_idle_openmp_threads_sleep():
     code = "import os, acnzip.cli, torch; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
