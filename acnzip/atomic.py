@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 from .errors import AcnzipError
 
 __all__ = ["OutputExistsError", "atomic_write_bytes", "atomic_directory", "check_output",
-           "write_folder", "terminate_cleanly"]
+           "refuse_non_file", "write_folder", "terminate_cleanly"]
 
 
 class OutputExistsError(AcnzipError, FileExistsError):
@@ -48,7 +48,8 @@ def _not_a_file(path: Path) -> str | None:
             "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
-def _refuse_non_files(path: Path) -> None:
+def refuse_non_file(path: Path) -> None:
+    """OutputExistsError if a device, pipe or socket is where a file is to be written."""
     what = _not_a_file(path)
     if what is not None:
         raise OutputExistsError(f"{path} is {what}, not a file: acnzip writes regular files "
@@ -62,7 +63,7 @@ def check_output(path: Path, force: bool) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputExistsError(f"{path} is a folder (give a file name)")
-    _refuse_non_files(path)
+    refuse_non_file(path)
     if os.path.lexists(path) and not force:          # a dangling symlink is something too
         raise OutputExistsError(f"{path} already exists (use -f to overwrite)")
     if not path.absolute().parent.is_dir():
@@ -85,7 +86,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())           # mkstemp makes 0600; outputs are ordinary
-        _refuse_non_files(path)                    # again: it may have appeared meanwhile
+        refuse_non_file(path)                    # again: it may have appeared meanwhile
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -143,7 +144,7 @@ def check_folder_output(path: Path, force: bool, relpaths: Iterable[str] = (),
         target = path / rel
         if target.is_dir() and not target.is_symlink():
             raise OutputExistsError(f"{target} is a folder, the archive restores a file there")
-        _refuse_non_files(target)
+        refuse_non_file(target)
     found: set[str] = set()                 # folders found in place (their checks done)
     # each parent of a file, and each folder with its parents ("f/": f is its own last
     # parent), from the top, while it exists: a folder, never a file or a link

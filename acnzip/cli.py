@@ -212,7 +212,7 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
       torchrun --standalone --nproc_per_node=2 -m acnzip train DATA -o MODEL.pt --threads 1
     """
     import numpy as np
-    from .atomic import check_output
+    from .atomic import check_output, refuse_non_file
     from .data import load_dataset
     from .train import RunOptions, TrainingInterrupted, train as run_training
 
@@ -227,6 +227,7 @@ def train(ctx, data, output, valid, valid_fraction, limit, config, blocks, filte
     if limit and limit < len(dataset):
         dataset = dataset.take(np.arange(limit), f"first {limit}")
     ckpt = checkpoint or resume or output.with_name(output.name + ".ckpt")
+    refuse_non_file(ckpt)                     # before training, not when it is first written
     opts = RunOptions(checkpoint=ckpt, checkpoint_minutes=checkpoint_every,
                       max_minutes=max_minutes, max_steps=max_steps, progress=not quiet,
                       precision=precision)

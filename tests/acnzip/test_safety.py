@@ -357,6 +357,15 @@ def test_sigterm_while_writing_leaves_no_temporary_files(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_pipe_for_its_checkpoint_before_training(tmp_path):
+    np.save(tmp_path / "x.npy", digits(20))
+    os.mkfifo(tmp_path / "pipe")
+    code, text = run_cli("train", tmp_path / "x.npy", "--config", "tiny", "--max-steps", "1",
+                         "-q", "-o", tmp_path / "m.pt", "--checkpoint", tmp_path / "pipe")
+    assert code == 1 and "pipe is a pipe (FIFO), not a file" in text, text
+    assert sorted(os.listdir(tmp_path)) == ["pipe", "x.npy"]
+
+
 def test_ctrl_c_is_one_line_and_exit_1(tmp_path, monkeypatch):
     """Ctrl-C in a command ends like SIGTERM: 'Error: interrupted ...' and exit status 1, not
     click's blank line and 'Aborted!'."""
