@@ -42,7 +42,8 @@ def _torch_out_of_memory(exc: RuntimeError) -> bool:
 def user_errors(fn):
     """Turn USER_ERRORS into click errors: 'Error: <one line>' on stderr, exit status 1.
     SIGTERM is turned into an exception while the command runs, so temporary files are
-    removed as on Ctrl-C, and both end in one line; MemoryError and RecursionError from hostile input are one line too.
+    removed as on Ctrl-C, and both end in one line; MemoryError and RecursionError from
+    hostile input are one line too.
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
