@@ -210,12 +210,13 @@ def _read_array(path: Path, key: str | None) -> tuple[np.ndarray, str | None, li
                 raise DataError(f"{path}: not a valid .npz file (not a zip archive)")
             fh.seek(0)
             with zipfile.ZipFile(fh) as zf:
-                folder = next((i.filename for i in zf.infolist() if i.is_dir()), None)
+                infos = zf.infolist()
+                folder = next((i.filename for i in infos if i.is_dir()), None)
                 if folder is not None:
                     raise DataError(f"{path}: the member {folder!r} is a folder entry, which "
                                     "could not be given back (arrays and files only)")
-                members = {i.filename: i for i in zf.infolist()}
-                if len(members) != len(zf.infolist()):
+                members = {i.filename: i for i in infos}
+                if len(members) != len(infos):
                     raise DataError(f"{path}: two members of the same name; only one "
                                     "could be given back")
                 arrays = [m[:-4] for m in members if m.endswith(".npy")]

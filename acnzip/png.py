@@ -44,18 +44,18 @@ def png_is_whole(data: bytes) -> bool:
     the file and its inflated scanlines (what decoding it takes anyway), never more."""
     if not data.startswith(SIGNATURE):
         return False
-    pos, first, ihdr, idat, idat_done, end = len(SIGNATURE), True, None, [], False, False
+    pos, prev, ihdr, idat = len(SIGNATURE), None, None, []     # prev: the last chunk's type
     while pos < len(data):
-        if end or pos + 12 > len(data):
+        if prev == b"IEND" or pos + 12 > len(data):
             return False                                 # bytes after IEND, or a cut chunk
         length, kind = struct.unpack_from(">I4s", data, pos)
-        body = data[pos + 8:pos + 8 + length]
-        if length > 0x7FFFFFFF or len(body) != length or pos + 12 + length > len(data):
+        if length > 0x7FFFFFFF or pos + 12 + length > len(data):
             return False
+        body = data[pos + 8:pos + 8 + length]
         crc, = struct.unpack_from(">I", data, pos + 8 + length)
         if not kind.isalpha() or zlib.crc32(kind + body) != crc:
             return False
-        if first != (kind == b"IHDR"):                   # IHDR first, and only first
+        if (prev is None) != (kind == b"IHDR"):          # IHDR first, and only first
             return False
         if kind[0] < 0x61 and kind not in _CRITICAL:    # an unknown critical chunk
             return False
@@ -64,15 +64,11 @@ def png_is_whole(data: bytes) -> bool:
                 return False
             ihdr = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
-            if idat_done:
+            if idat and prev != b"IDAT":
                 return False                             # IDAT chunks must be consecutive
             idat.append(body)
-        elif idat:
-            idat_done = True
-        end = kind == b"IEND"
-        first = False
-        pos += 12 + length
-    if not end or ihdr is None or not idat:
+        prev, pos = kind, pos + 12 + length
+    if prev != b"IEND" or not idat:                      # (IHDR came first: prev was set)
         return False
     width, height, depth, colour, compression, filtering, interlace = ihdr
     if not (0 < width <= 0x7FFFFFFF and 0 < height <= 0x7FFFFFFF) or compression or filtering \
@@ -89,7 +85,7 @@ def png_is_whole(data: bytes) -> bool:
         return False
     buf, at = np.frombuffer(raw, np.uint8), 0
     for rows, size in lines:                             # every scanline's filter type
-        if rows and buf[at:at + rows * (1 + size):1 + size].max() > 4:
+        if buf[at:at + rows * (1 + size):1 + size].max() > 4:    # passes hold rows
             return False
         at += rows * (1 + size)
     return True

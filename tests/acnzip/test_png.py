@@ -37,6 +37,12 @@ def _grey_png(img: np.ndarray, interlace: bool = False, raw_extra: bytes = b"",
         + _chunk(b"IEND", b"")
 
 
+def _idat_span(data: bytes) -> tuple[int, int]:
+    """Where the first chunk after IHDR (the IDAT of _grey_png) starts, and its data length."""
+    at = len(SIGNATURE) + 25
+    return at, struct.unpack_from(">I", data, at)[0]
+
+
 def _pillow_png(img: np.ndarray, mode: str | None = None, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img, mode=mode).save(buf, format="PNG", **kw)
@@ -73,8 +79,7 @@ def _damaged() -> dict:
     """Damaged PNGs of one 28x28 image that Pillow reads all the same (checked below)."""
     img = digits(1)[0] * 255
     good = _grey_png(img)
-    ihdr_end = len(SIGNATURE) + 25
-    idat_len, = struct.unpack_from(">I", good, ihdr_end)
+    ihdr_end, idat_len = _idat_span(good)
     crc_at = ihdr_end + 8 + idat_len
     bad_crc = bytearray(good)
     bad_crc[crc_at] ^= 1
@@ -95,11 +100,9 @@ def test_damage_pillow_reads_silently_is_found():
     good = _grey_png(img)
     for cut in range(len(good)):                       # cut anywhere: never whole
         assert not png_is_whole(good[:cut]), cut
-    split = _grey_png(img)                             # two IDATs around a text chunk
-    ihdr_end = len(SIGNATURE) + 25
-    idat_len, = struct.unpack_from(">I", split, ihdr_end)
-    stream = split[ihdr_end + 8:ihdr_end + 8 + idat_len]
-    head = split[:ihdr_end]
+    ihdr_end, idat_len = _idat_span(good)              # two IDATs, then a text chunk between
+    stream = good[ihdr_end + 8:ihdr_end + 8 + idat_len]
+    head = good[:ihdr_end]
     two = head + _chunk(b"IDAT", stream[:40]) + _chunk(b"IDAT", stream[40:]) \
         + _chunk(b"IEND", b"")
     assert png_is_whole(two)
