@@ -42,6 +42,7 @@ EVER_SHIPPED = {
     "e6d4e9007eab090c0fff74d0fe248e07670322794ca750e1154c0fb13a018c2f": "mnist.pt 8 blocks grow8e, 2026-11-30",
     "0a8bf28815137d16ee23d104c888f423a7ffa79b0ac57c548e5b6f8e64281597": "binarized-mnist.pt 8 blocks leg 11, 2026-11-30",
     "e07ab47627e116e95c555eb65cec9301b94ea5bd5a58246e8ef0633354e57a9f": "mnist.pt 8 blocks grow8g, 2026-11-30",
+    "fb111d1ba75ead9f782014910ccfff529b9f9d0b764d7c0a33d4d344edb44594": "mnist.pt 8 blocks shift4, 2026-12-01",
 }
 
 
