@@ -1,14 +1,16 @@
 """The .acn container and its header schema: the one place an archive's bytes are trusted.
 
-Byte layout of format versions 8, 7, 6, 5 and 4 (little-endian; docs/format.md has the full
+Byte layout of format versions 10 down to 4 (little-endian; docs/format.md has the full
 table and keys):
 
     offset  size  field
     0       4     magic 0x89 'A' 'C' 'Z'
-    4       2     format version (u16): 8 when the header records weight levels or a table
-                  step, else 7 when it records empty folders, else 6 when it records a
-                  posterior window, else 5 when it records PixelCNN levels, else 4
-                  (`writer_version`); versions 3 and 2, the same bytes, and 1, without the
+    4       2     format version (u16): 10 when the header records gate levels or fitted
+                  weights, else 9 when it records the GMM's bits-back coding, else 8 when
+                  it records weight levels or a table step, else 7 when it records empty
+                  folders, else 6 when it records a posterior window, else 5 when it
+                  records PixelCNN levels, else 4 (`writer_version`); versions 3 and 2,
+                  the same bytes, and 1, without the
                   files section, are read too (they differ in which orders use which
                   protocol, and 3 and older have no portable archives)
     6       2     flags (u16): bit 0 model embedded, bit 1 order kept; bits 2-15 reserved = 0
@@ -53,7 +55,7 @@ __all__ = ["Archive", "ArchiveError", "MAGIC", "FORMAT_VERSION", "FLAG_MODEL_EMB
            "section_sizes", "LIMITS", "associative"]
 
 MAGIC = b"\x89ACZ"
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 FLAG_MODEL_EMBEDDED = 1 << 0
 FLAG_ORDER_KEPT = 1 << 1
 _KNOWN_FLAGS = FLAG_MODEL_EMBEDDED | FLAG_ORDER_KEPT
@@ -65,7 +67,8 @@ _FIXED = {1: struct.Struct("<4sHHIIQQ"),      # 32 bytes + CRC: no files section
           6: struct.Struct("<4sHHIIQQQ"),
           7: struct.Struct("<4sHHIIQQQ"),
           8: struct.Struct("<4sHHIIQQQ"),
-          9: struct.Struct("<4sHHIIQQQ")}
+          9: struct.Struct("<4sHHIIQQQ"),
+          10: struct.Struct("<4sHHIIQQQ")}
 MAX_HEADER_JSON = 1 << 24             # bytes of JSON a reader inflates at most (no zip bombs)
 
 
@@ -144,11 +147,14 @@ def writer_version(header: dict) -> int:
     """The format version an archive with this header is written as: the lowest that
     describes it, so that archives which do not need a newer version keep their bytes and
     older readers still decode them:
+    10 when its portable networks record gate levels or fitted weight levels (8-bit models);
     9 when the GMM p(z) codes its component with bits back (`base_coding`);
     8 when its portable networks record weight levels or a table step (8-bit models);
     7 when a folder's source lists empty folders (`source.folders`);
     6 when q(z|x) is coded on a window (`posterior_window`);
     5 when its portable networks record PixelCNN activation levels; else 4."""
+    if {"gate_levels", "fit_weights"} & set(header.get("portable", {})):
+        return 10
     if "base_coding" in header:
         return 9
     if {"weight_levels", "table_step"} & set(header.get("portable", {})):
@@ -341,22 +347,32 @@ MAX_TABLE_STEP = 1024  # the finest tanh and gate tables a reader builds (16,385
 
 def _check_portable(p, version: int) -> None:
     """'portable': {"scales": {name: positive number}, "levels": int (version 5),
-    "weight_levels": int, "table_step": int (both version 8)}: the integer networks'
-    activation scales (nn/integer.py), the integer range [-levels, levels] of the PixelCNN's
-    activations and [-weight_levels, weight_levels] of every layer's weights (each absent:
-    127), and the step 1/table_step of the tanh and gate tables' inputs (absent: 64); which
-    scale names a model needs is checked against the model."""
+    "weight_levels": int, "table_step": int (both version 8), "gate_levels": int,
+    "fit_weights": true (both version 10)}: the integer networks' activation scales
+    (nn/integer.py), the integer range [-levels, levels] of the PixelCNN's activations,
+    [-weight_levels, weight_levels] of every layer's weights (with fit_weights: at most that)
+    and [-gate_levels, gate_levels] of its gates (each absent: 127), and the step
+    1/table_step of the tanh and gate tables' inputs (absent: 64); which scale names a model
+    needs is checked against the model."""
     keys = set(p) if isinstance(p, dict) else set()
-    known = "scales" in keys and keys <= {"scales", "levels", "weight_levels", "table_step"}
+    known = "scales" in keys and keys <= {"scales", "levels", "weight_levels", "table_step",
+                                          "gate_levels", "fit_weights"}
     scales = p.get("scales") if known else None
     if not (isinstance(scales, dict) and len(scales) <= 4096
             and all(isinstance(k, str) and _SCALE_NAME.fullmatch(k) for k in scales)
             and all(_is_num(v) and 1e-30 < v < 1e30 for v in scales.values())):
         _fail("'portable' must be {scales: {name: number in (1e-30, 1e30)}, levels: integer, "
-              "weight_levels: integer, table_step: integer}")
+              "weight_levels: integer, table_step: integer, gate_levels: integer, "
+              "fit_weights: true}")
+    if "fit_weights" in keys:
+        if version < 10:
+            _fail("'portable' fit_weights need format version 10")
+        if p["fit_weights"] is not True:
+            _fail("'portable' fit_weights must be true (or absent)")
     for key, since, low, high in (("levels", 5, 127, MAX_LEVELS),
                                   ("weight_levels", 8, 127, MAX_LEVELS),
-                                  ("table_step", 8, 64, MAX_TABLE_STEP)):
+                                  ("table_step", 8, 64, MAX_TABLE_STEP),
+                                  ("gate_levels", 10, 127, MAX_LEVELS)):
         if key in keys:
             if version < since:
                 _fail(f"'portable' {key} need format version {since}")

@@ -8,8 +8,9 @@ Balle, Johnston & Minnen (2019, "Integer networks for data compression"), each l
    clamped, s a fixed per-point scale), or inputs that are integers already (pixels as 2x - 1
    or 2x - 255, latents and codes as bin indices);
 2. multiplies them with **integer weights** (per output unit, w_int = round(w / s_w),
-   s_w = max |w| / W: int8 at W = 127; 8-bit models' archives use W = 511) in an ordinary
-   float32 matrix product or convolution. Every product
+   s_w = max |w| / W: int8 at W = 127; 8-bit models' archives of format version 10 fit W per
+   output unit, up to 2,047, to what float32 sums exactly: `fitted_weight_levels`) in an
+   ordinary float32 matrix product or convolution. Every product
    and partial sum is an integer; while their magnitudes stay below 2**24 every summation
    order (any BLAS blocking, vector width, thread count or batch shape; fused multiply-adds
    included) gives the exact sum. `IntLinear` checks the worst case, |input| max x
@@ -17,9 +18,9 @@ Balle, Johnston & Minnen (2019, "Integer networks for data compression"), each l
 3. turns the exact integer sum into a float32 value, acc * (s_in s_w) + b: one correctly
    rounded multiplication and one addition per element, the same everywhere;
 4. applies ReLU (exact) or tanh and sigmoid as **tables**: the input rounded to 1/64 (8-bit
-   models' archives: 1/256) and clamped to [-8, 8] indexes a table computed with
-   codec.exactmath; a gate tanh(a)
-   sigmoid(b) is round(127 tanh(a) x sigmoid(b)) from two lookups, an integer at 1/127.
+   models' archives: 1/1,024) and clamped to [-8, 8] indexes a table computed with
+   codec.exactmath; a gate tanh(a) sigmoid(b) is round(G tanh(a) x sigmoid(b)) from two
+   lookups, an integer at 1/G (G = 127; 8-bit models' archives: 511).
 
 Convolutions must be sums of products (direct or im2col + GEMM, as torch's CPU kernels are;
 not Winograd or FFT: on a GPU, cuDNN must be off). Only exact integer sums and correctly
@@ -35,6 +36,7 @@ fixed scale 1/127.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,7 +51,7 @@ __all__ = ["IntLinear", "IntegerACN", "Precision", "PRECISION_8BIT", "quantise",
            "quantise_numpy", "relu_numpy", "calibrate", "scale_names", "calibration_rows",
            "bernoulli_p", "softmax_weights", "softmax_table", "Q", "GATE_SCALE",
            "DECODER_LEVELS_8BIT", "WEIGHT_LEVELS_8BIT", "Tables", "tables", "TABLE_STEP",
-           "TABLE_STEP_8BIT"]
+           "TABLE_STEP_8BIT", "GATE_LEVELS_8BIT", "PRECISION_8BIT_V8", "fitted_weight_levels"]
 
 Q = 127                  # activations are integers in [-Q, Q]
 GATE_SCALE = 1.0 / Q     # tanh, sigmoid and gate outputs lie in (-1, 1)
@@ -58,24 +60,36 @@ _F32_EXACT = 2.0 ** 24
 _F64_EXACT = 2.0 ** 53
 _DT = torch.float32      # activations, values and tables
 _CODE_MAX = 1 << 20      # codes and latents in bins are clamped to [-2**20, 2**20]
-# The PixelCNN's activations of 8-bit models take 511 levels each side instead of Q: measured
+# How finely 8-bit models' integer networks compute (binary models keep every default: their
+# integer path costs 0.05 nats/image). Format versions 8 and 9 (PRECISION_8BIT_V8):
+# the PixelCNN's activations of 8-bit models take 511 levels each side instead of Q: measured
 # on 128 MNIST test images with mnist.pt, recon 545.44 nats/image at Q (float model: 542.70),
 # 542.58 at 511 (2.70 of the 2.86 nats gained at the vertical stacks' points); the sums stay
 # below 2**24 (fan-in <= 96: 511 x 96 x 127 < 2**24), so float32 and the same speed.
 # Binary models keep Q (their loss at Q: 0.05 nats/image).
-DECODER_LEVELS_8BIT = 511
 # The weights of 8-bit models' networks take 511 levels each side instead of Q (per output
 # unit): measured on 200 MNIST test images with mnist.pt (each image's own code as z), recon
 # 551.62 nats/image with int8 weights against the float model's 548.65; 549.27 at 511 (2.35 of
 # the 2.97 nats; 1023: 549.22); of mnist.pt's layers only the prior's output layer (once per
 # image, not per pixel) moves to float64 sums for it (IntLinear checks every layer's worst
 # case). Binary models keep Q.
-WEIGHT_LEVELS_8BIT = 511
 # ... and their tables (Tables) take inputs at 1/256 instead of 1/64: the same 200 images with
 # z drawn from q(z|x), 511 weight levels: recon 556.68 -> 556.24 (float model: 555.68), at the
 # same speed (a lookup either way; 1023 activation levels would gain 0.30 but need float64
 # sums in three layers).
-TABLE_STEP_8BIT = 256
+# Format version 10 (PRECISION_8BIT): with the 8-block shifted mnist.pt (session 26) the
+# version-8 networks cost 2.13 nats/image more than the float model (200 MNIST test images, z
+# drawn from q(z|x): 526.36 against 524.23). Now each output unit's weights take as many levels
+# (up to 2,047) as keep its sums exact in float32 (`fitted_weight_levels`): the layers fed by
+# gates (|x| <= 511) keep about 2,047, those fed by the PixelCNN's activations (1,023 levels)
+# 300-1,200, and no layer that summed in float32 moves to float64, so the speed is the same.
+# Measured on those images: +0.63 with activations at 1,023 (gates at Q), +0.31 with gates at
+# 511 too, +0.27 with tables at 1/1,024 (activations at 2,047 instead: +0.66; gates at 1,023:
+# four layers in float64).
+DECODER_LEVELS_8BIT = 1023
+WEIGHT_LEVELS_8BIT = 2047
+TABLE_STEP_8BIT = 1024
+GATE_LEVELS_8BIT = 511
 NUMPY_PRODUCT_ROWS = 32  # IntLinear.scaled_numpy: numpy's matrix product below this many rows,
                          # torch's from here (faster at 128 rows, slower at 1; measured)
 
@@ -111,17 +125,20 @@ def _sigmoid(x):
 
 class Tables:
     """tanh, and the gate tanh(a) sigmoid(b), as lookup tables computed with codec.exactmath
-    (the same on every machine): an input is rounded to 1/step and clamped to [-8, 8].
-    Portable archives of format version 8 record `step` (8-bit models: 256); older ones and
-    binary models' use TABLE_STEP."""
+    (the same on every machine): an input is rounded to 1/step and clamped to [-8, 8]; a gate's
+    output is an integer in [-gate_levels, gate_levels] at scale 1 / gate_levels.
+    Portable archives of format version 8 record `step` (8-bit models: 256), version 10
+    `gate_levels` (8-bit models: 511); older ones and binary models' use TABLE_STEP and Q."""
 
-    def __init__(self, step: int = TABLE_STEP):
+    def __init__(self, step: int = TABLE_STEP, gate_levels: int = Q):
         self.step, self.reach = int(step), 8 * int(step)
+        self.gate_levels = int(gate_levels)
         grid = np.arange(-self.reach, self.reach + 1, dtype=np.float64) / self.step
         table = lambda fn: torch.from_numpy(fn(grid)).to(_DT)
         self.tanh_table = table(_tanh)
-        # 127 tanh, then sigmoid: one lookup serves both halves of a gate's input
-        self.gate_table = torch.cat([table(lambda u: Q * _tanh(u)), table(_sigmoid)])
+        # G tanh, then sigmoid: one lookup serves both halves of a gate's input
+        self.gate_table = torch.cat([table(lambda u: self.gate_levels * _tanh(u)),
+                                     table(_sigmoid)])
         self.gate_table_np = self.gate_table.numpy()
         self._shifts: dict = {}
 
@@ -146,8 +163,8 @@ class Tables:
 
     def gate(self, pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """The gate tanh(first half) * sigmoid(second half) along `dim`, as integers at
-        GATE_SCALE: round(T(a) S(b)) with the tables T = 127 tanh and S = sigmoid (float32
-        product); the indices as in `tanh`, both halves looked up at once."""
+        1 / gate_levels: round(T(a) S(b)) with the tables T = gate_levels tanh and S = sigmoid
+        (float32 product); the indices as in `tanh`, both halves looked up at once."""
         idx = torch.round(pre * self.step).clamp_(-self.reach, self.reach)
         idx = idx.add_(self._gate_shift(pre.shape[dim], pre.dim(), dim)).long()
         # index_select on the flat indices: 3x faster than torch.take here (measured)
@@ -170,22 +187,26 @@ class Tables:
 
 
 @functools.lru_cache(maxsize=4)
-def tables(step: int = TABLE_STEP) -> Tables:
-    """The Tables of this step, built once (the last few steps used are kept)."""
-    return Tables(step)
+def tables(step: int = TABLE_STEP, gate_levels: int = Q) -> Tables:
+    """The Tables of this step and gate range, built once (the last few used are kept)."""
+    return Tables(step, gate_levels)
 
 
 @dataclass(frozen=True)
 class Precision:
     """How finely the integer networks compute: the PixelCNN's activations are integers in
     [-levels, levels] (the encoder's and prior's in [-Q, Q]), every layer's weights in
-    [-weight_levels, weight_levels] per output unit, and the tanh and gate tables take inputs
-    at 1/table_step. A portable archive's header (`portable`) records each field that differs
-    from the default (binary models' and format versions 4 and older: all three defaults), so
-    that a reader builds exactly the writer's networks."""
+    [-weight_levels, weight_levels] per output unit (with `fit_weights`: as many levels, up to
+    weight_levels, as keep each output's sum exact in float32; `fitted_weight_levels`), the
+    tanh and gate tables take inputs at 1/table_step, and the PixelCNN's gates give integers
+    in [-gate_levels, gate_levels]. A portable archive's header (`portable`) records each field
+    that differs from the default (binary models' and format versions 4 and older: all
+    defaults), so that a reader builds exactly the writer's networks."""
     levels: int = Q
     weight_levels: int = Q
     table_step: int = TABLE_STEP
+    gate_levels: int = Q
+    fit_weights: bool = False
 
     def header_entries(self) -> dict:
         """The fields a header records: those that differ from the default."""
@@ -195,10 +216,12 @@ class Precision:
     @classmethod
     def from_header(cls, portable: dict) -> "Precision":
         """The precision a header's `portable` entry records (absent fields: the default)."""
-        return cls(**{k: int(portable[k]) for k in asdict(cls()) if k in portable})
+        return cls(**{k: type(v)(portable[k]) for k, v in asdict(cls()).items() if k in portable})
 
 
-PRECISION_8BIT = Precision(DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT)
+PRECISION_8BIT = Precision(DECODER_LEVELS_8BIT, WEIGHT_LEVELS_8BIT, TABLE_STEP_8BIT,
+                           GATE_LEVELS_8BIT, fit_weights=True)
+PRECISION_8BIT_V8 = Precision(511, 511, 256)        # what format versions 8 and 9 wrote
 
 
 # -- the pixels' probabilities from the logits ------------------------------------------------
@@ -243,22 +266,58 @@ def softmax_table(logits: torch.Tensor) -> np.ndarray:
     return counts / counts.sum(axis=-1, keepdims=True)
 
 
+def _integer_weights(flat: torch.Tensor, levels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w_int, s_w) of float64 weights (out, n) at `levels` (a number, or one per output):
+    s_w = max |w| / levels per output (1 for an all-zero output), w_int = round(w / s_w)."""
+    s_w = flat.abs().amax(dim=1) / levels
+    s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
+    return torch.round(flat / s_w[:, None]), s_w
+
+
+def fitted_weight_levels(flat: torch.Tensor, in_max: float, cap: int) -> torch.Tensor:
+    """Per output of float64 weights (out, n) with inputs |x| <= in_max: the weight levels L
+    that keep its exact integer sum below 2**24, so that float32 computes it exactly, as
+    float64 (out,) integers. L starts at min(cap, floor((2**24 / in_max - n / 2) m / S)) (m
+    = max |w|, S = the correctly rounded sum of |w| (math.fsum): since |round(y)| <= |y| +
+    1/2, that bound is met up to rounding) and drops by one while in_max * sum |round(w /
+    s_w)| >= 2**24. If some output's start is below Q, the layer's sums need float64 anyway:
+    every output then takes `cap`. Every step is exact or one correctly rounded IEEE
+    operation, so every machine computes the same levels."""
+    out, n = flat.shape
+    m = flat.abs().amax(dim=1)
+    S = torch.tensor([math.fsum(r) for r in flat.abs().tolist()], dtype=torch.float64)
+    room = _F32_EXACT / float(in_max) - n / 2.0
+    start = torch.where(S > 0, torch.floor(room * m / torch.where(S > 0, S, 1.0)),
+                        torch.full_like(S, float(cap)))
+    levels = torch.clamp(start, max=float(cap))
+    if room <= 0 or float(levels.min()) < Q:
+        return torch.full((out,), float(cap), dtype=torch.float64)
+    while True:
+        w_int, _ = _integer_weights(flat, levels)
+        over = float(in_max) * w_int.abs().sum(dim=1) >= _F32_EXACT
+        if not bool(over.any()):
+            return levels
+        levels = levels - over.double()
+
+
 class IntLinear:
     """y = W x + b on integer inputs x (..., in) with |x| <= in_max at scale in_scale (x
     stands for in_scale * x): integer weights in [-weight_levels, weight_levels] (per output
-    unit, s_w = max |w| / weight_levels), an exact integer sum, then float32
+    unit, s_w = max |w| / weight_levels; with `fit`, per output the levels of
+    `fitted_weight_levels`, at most weight_levels), an exact integer sum, then float32
     acc * (in_scale s_w) + b. `weight` (out, ...) is a linear or convolution weight.
 
     The sum runs in float32 when the worst case |x| max * sum |w_int| of every output is
     below 2**24, else in float64 (below 2**53, checked): either way it is exact."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_scale: float,
-                 in_max: float = Q, weight_levels: int = Q):
+                 in_max: float = Q, weight_levels: int = Q, fit: bool = False):
         w = weight.detach().double().cpu()
         flat = w.reshape(w.shape[0], -1)
-        s_w = flat.abs().amax(dim=1) / weight_levels
-        s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
-        w_int = torch.round(w / s_w.view(-1, *[1] * (w.dim() - 1)))
+        levels = fitted_weight_levels(flat, in_max, weight_levels) if fit else weight_levels
+        self.levels = levels
+        w_int, s_w = _integer_weights(flat, levels)
+        w_int = w_int.view(w.shape)
         bound = float(in_max) * float(w_int.reshape(w.shape[0], -1).abs().sum(dim=1).max())
         if not bound < _F64_EXACT:
             raise ValueError(f"integer layer sums could reach {bound:.3g} > 2**53")
@@ -363,7 +422,7 @@ class IntegerACN:
         self.config, self.code_width = model.config, float(code_width)
         self.binary = model.config.binary
         self.precision = precision
-        self.tables = tables(precision.table_step)
+        self.tables = tables(precision.table_step, precision.gate_levels)
         self.scales = _Scales(scales, precision.levels)
         self._lins: dict = {}
         self._build_encoder(model.encoder)
@@ -378,7 +437,8 @@ class IntegerACN:
     def _lin(self, key, weight, bias, scale, in_max=Q) -> IntLinear:
         """IntLinear built once per layer (its input scale is known from the first call)."""
         if key not in self._lins:
-            self._lins[key] = IntLinear(weight, bias, scale, in_max, self.precision.weight_levels)
+            self._lins[key] = IntLinear(weight, bias, scale, in_max,
+                                        self.precision.weight_levels, self.precision.fit_weights)
         return self._lins[key]
 
     @torch.no_grad()
@@ -452,7 +512,8 @@ class IntegerACN:
             d = self.dec
             conv, mask = (d.out1, d.out1_mask) if k == 1 else (d.out2, d.out2_mask)
             self._lins[key] = IntLinear(conv.weight * mask, conv.bias, scale,
-                                        self.scales.levels(f"out{k}"), self.precision.weight_levels)
+                                        self.scales.levels(f"out{k}"),
+                                        self.precision.weight_levels, self.precision.fit_weights)
         return self._lins[key]
 
     @torch.no_grad()
@@ -501,10 +562,10 @@ class _BlockLins:
 
     def __getitem__(self, name: str) -> IntLinear:
         net, i = self.net, self.i
-        b, sc = net.dec.blocks[i], net.scales
+        b, sc, gates = net.dec.blocks[i], net.scales, net.precision.gate_levels
         pix = (1.0, 1.0) if net.binary else (1.0 / 255, 255.0)    # (scale, max) of pixels
         if name == "v":
-            s, top = pix if i == 0 else (GATE_SCALE, Q)
+            s, top = pix if i == 0 else (1.0 / gates, gates)
             return net._lin(("v", i), b.v_conv.weight, b.v_conv.bias, s, top)
         if name == "h":
             s, top = pix if i == 0 else (sc(f"h{i}"), sc.levels(f"h{i}"))
@@ -516,7 +577,8 @@ class _BlockLins:
             return net._lin(("vh", i), b.v_to_h.weight, b.v_to_h.bias, sc(f"v{i}"),
                             sc.levels(f"v{i}"))
         if name == "res":
-            return net._lin(("res", i), b.h_res.weight * b.res_mask, b.h_res.bias, GATE_SCALE)
+            return net._lin(("res", i), b.h_res.weight * b.res_mask, b.h_res.bias, 1.0 / gates,
+                            gates)
         lin = b.v_cond if name == "v_cond" else b.h_cond
         return net._lin((name, i), lin.weight, lin.bias, self.z_scale, _CODE_MAX)
 

@@ -208,9 +208,15 @@ def test_archives_are_written_as_the_lowest_version_that_describes_them():
                           {"weight_levels": 511, "table_step": 256})]
     bits_back = Archive({**_portable_header(), "posterior_window": 8.0,
                          "base_coding": "bits-back"}, ARCHIVE.payload, NAMES)
-    assert [unpack(pack(a)).version for a in (plain, wide, windowed, *finer, bits_back)] == \
-        [4, 5, 6, 8, 8, 8, 9]
-    assert struct.unpack_from("<H", pack(bits_back), 4)[0] == 9 == FORMAT_VERSION
+    fitted = [Archive({**_portable_header(levels=1023, weight_levels=2047, **fit),
+                       "posterior_window": 8.0, "base_coding": "bits-back"},
+                      ARCHIVE.payload, NAMES)
+              for fit in ({"fit_weights": True}, {"gate_levels": 511},
+                          {"fit_weights": True, "gate_levels": 511, "table_step": 1024})]
+    assert [unpack(pack(a)).version for a in (plain, wide, windowed, *finer, bits_back,
+                                              *fitted)] == [4, 5, 6, 8, 8, 8, 9, 10, 10, 10]
+    assert struct.unpack_from("<H", pack(bits_back), 4)[0] == 9
+    assert struct.unpack_from("<H", pack(fitted[0]), 4)[0] == 10 == FORMAT_VERSION
 
 
 @pytest.mark.parametrize("value, version, portable, message", [
@@ -246,11 +252,23 @@ def test_base_coding_is_checked(value, version, portable, message):
     ("table_step", 1 << 40, 8, "table_step must be an integer"),
     ("table_step", "256", 8, "table_step must be an integer"),
     ("table_step", 256, 6, "table_step need format version 8"),
-    ("tables", 256, 8, "'portable' must be")])
+    ("tables", 256, 8, "'portable' must be"),
+    ("gate_levels", 511, 10, None), ("gate_levels", 127, 10, None), ("gate_levels", 2047, 10, None),
+    ("gate_levels", 126, 10, "gate_levels must be an integer in \\[127, 2047\\]"),
+    ("gate_levels", 2048, 10, "gate_levels must be an integer"),
+    ("gate_levels", 511.5, 10, "gate_levels must be an integer"),
+    ("gate_levels", False, 10, "gate_levels must be an integer"),
+    ("gate_levels", 511, 9, "gate_levels need format version 10"),
+    ("fit_weights", True, 10, None),
+    ("fit_weights", False, 10, "fit_weights must be true"),
+    ("fit_weights", 1, 10, "fit_weights must be true"),
+    ("fit_weights", "true", 10, "fit_weights must be true"),
+    ("fit_weights", True, 9, "fit_weights need format version 10")])
 def test_portable_weight_levels_and_table_step_are_checked(key, value, version, message):
-    """Version 8 records the weights' levels and the tables' step of portable archives; a
-    crafted value (out of range, not an integer, in an older container, an unknown key) is
-    refused in one line before any table is built."""
+    """Version 8 records the weights' levels and the tables' step of portable archives, version
+    10 the gates' levels and whether the weights' levels are fitted; a crafted value (out of
+    range, not an integer or not true, in an older container, an unknown key) is refused in
+    one line before any table is built."""
     data = _with_header(_portable_header(levels=511, **{key: value}), version=version)
     if message is None:
         assert unpack(data).header["portable"][key] == value

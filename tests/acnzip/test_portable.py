@@ -258,18 +258,20 @@ def test_tampered_scales_are_refused_in_one_line(tmp_path, binary_model):
 
 
 def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, monkeypatch):
-    """8-bit portable archives record the PixelCNN's activation levels (511), the weights'
-    levels (511) and the tables' step (1/256) (format version 8) and q's window; the stepper
-    equals the full pass with them; archives of the older versions (6: 127 weight levels and
-    tables at 1/64; 5: q on the whole grid too; 4: 127 activation levels too) still decode."""
-    from acnzip.nn.integer import PRECISION_8BIT as finer, Precision
+    """8-bit portable archives record the PixelCNN's activation levels (1,023), the weights'
+    levels (up to 2,047, fitted), the tables' step (1/1,024) and the gates' levels (511)
+    (format version 10) and q's window; the stepper equals the full pass with them; archives of
+    the older versions (8: 511 activation and weight levels, tables at 1/256; 6: 127 weight
+    levels and tables at 1/64; 5: q on the whole grid too; 4: 127 activation levels too) still
+    decode."""
+    from acnzip.nn.integer import PRECISION_8BIT as finer, PRECISION_8BIT_V8 as v8, Precision
     model = make_model_file(tmp_path / "m8.pt", binary=False, seed=4)
     mf = load_model(model)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
     np.save(tmp_path / "d.npy", x)
     t = torch.from_numpy(x[:, None])
-    assert finer == Precision(511, 511, 256)
+    assert finer == Precision(1023, 2047, 1024, 511, fit_weights=True)
     net = IntegerACN(mf.model, calibrate(mf.model, t, 1 / 64, finer), 1 / 64, finer)
     z = net.code_bins(t[:3])
     full, seen = net.logits(t[:3], z), []
@@ -282,8 +284,15 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
     assert torch.equal(torch.stack(seen, 1).view(full.shape[:1] + (28, 28, 256)), full[:, 0])
     monkeypatch.setattr(api, "BASE_BITS_BACK", False)       # versions 4-8: the GMM by dims
     for i, (precision, window, version, recorded) in enumerate((
-            (finer, 8.0, 8, {"levels": 511, "weight_levels": 511, "table_step": 256}),
-            (Precision(300, 1500, 97), 8.0, 8,           # the reader uses what is recorded
+            (finer, 8.0, 10, {"levels": 1023, "weight_levels": 2047, "table_step": 1024,
+                              "gate_levels": 511, "fit_weights": True}),
+            (Precision(300, 1500, 97, 200, True), 8.0, 10,    # the reader uses what is recorded
+             {"levels": 300, "weight_levels": 1500, "table_step": 97, "gate_levels": 200,
+              "fit_weights": True}),
+            (Precision(300, 1500, 97, 200), 8.0, 10,
+             {"levels": 300, "weight_levels": 1500, "table_step": 97, "gate_levels": 200}),
+            (v8, 8.0, 8, {"levels": 511, "weight_levels": 511, "table_step": 256}),
+            (Precision(300, 1500, 97), 8.0, 8,
              {"levels": 300, "weight_levels": 1500, "table_step": 97}),
             (Precision(511), 8.0, 6, {"levels": 511}),
             (Precision(511), None, 5, {"levels": 511}), (Precision(), None, 4, {}))):
@@ -304,6 +313,35 @@ def test_8bit_archives_use_finer_networks_and_older_ones_still_decode(tmp_path, 
         assert np.array_equal(np.load(tmp_path / f"o{i}" / "d.npy"), x)
 
 
+@pytest.mark.parametrize("in_max", [127.0, 1023.0, 255.0, float(1 << 20)])
+def test_fitted_weight_levels_keep_every_sum_exact_in_float32(in_max):
+    """Each output's fitted levels are at most the cap, at least Q where the layer stays in
+    float32, and its worst case (every input at +-in_max, signed as its weights) is summed
+    exactly: the float32 layer gives the float64 sum. Layers whose inputs are too wide for
+    float32 even at Q take the cap and sum in float64."""
+    g = torch.Generator().manual_seed(int(in_max) % 1000)
+    w = torch.randn(48, 96, generator=g, dtype=torch.float64) * torch.rand(48, 1, generator=g,
+                                                                          dtype=torch.float64)
+    w[3] = 0.0                                                    # an all-zero output
+    w[5, 7] = 40.0                                                # one large weight in a row
+    lin = integer.IntLinear(w.float(), None, 1.0, in_max, 2047, fit=True)
+    levels = lin.levels
+    assert levels.shape == (48,) and float(levels.max()) <= 2047
+    wi = lin.weight.double()
+    worst = float(in_max) * wi.abs().sum(dim=1)
+    if lin.dtype == torch.float32:
+        assert float(levels.min()) >= integer.Q and float(worst.max()) < 2 ** 24
+        assert float(levels[5]) == 2047 or float(levels[5]) > float(levels[0])   # peaked: more
+        x = (torch.sign(wi) * in_max).float()                     # (48, 96): row r's worst case
+        got = torch.stack([lin.scaled(x[r:r + 1])[0, r] for r in range(48)])
+        want = (wi * torch.sign(wi) * in_max).sum(dim=1) * lin.mult.double()
+        assert torch.equal(got.double(), want.float().double())
+    else:
+        assert in_max == 1 << 20 and bool((levels == 2047).all())
+    again = integer.IntLinear(w.float(), None, 1.0, in_max, 2047, fit=True)
+    assert torch.equal(again.levels, levels) and torch.equal(again.weight, lin.weight)
+
+
 def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
     """The pixel tables' fast route (counts from one table) equals exact_table's, for logits
     of every spread, ties at the maximum and differences beyond the table's reach."""
@@ -320,8 +358,8 @@ def test_softmax_table_is_exact_table_of_the_softmax_weights_bit_for_bit():
 
 @pytest.mark.slow
 def test_8bit_archives_decode_across_vector_units_and_thread_counts(tmp_path):
-    """The 8-bit default (format version 8: weights at 511 levels, tables at 1/256) with the
-    trained mnist.pt: made under SSE4.1 with 1 thread and with the defaults, the same bytes;
+    """The 8-bit default (format version 10: weights fitted to float32's exact range, gates at
+    511 levels, tables at 1/1,024) with the trained mnist.pt: made under SSE4.1 with 1 thread and with the defaults, the same bytes;
     decoded under AVX2 and with the defaults and 2 threads."""
     from .test_retired_models import _grey_digits
     images = np.concatenate([_grey_digits(20, seed=13), _grey_digits(20, seed=13)[:, :, ::-1]])
@@ -330,7 +368,7 @@ def test_8bit_archives_decode_across_vector_units_and_thread_counts(tmp_path):
     _run(["compress", str(tmp_path / "g.npy"), "-o", str(a), "-q", "--threads", "1"],
          MACHINES["SSE41"])
     api.compress(tmp_path / "g.npy", b, quiet=True)
-    assert read_archive(a).version == 9 and read_archive(a).header["model_name"] == "mnist.pt"
+    assert read_archive(a).version == 10 and read_archive(a).header["model_name"] == "mnist.pt"
     assert read_archive(a).payload == read_archive(b).payload      # the same bits everywhere
     _run(["decompress", str(a), "-o", str(tmp_path / "out_a"), "-q"], MACHINES["AVX2"])
     _run(["decompress", str(b), "-o", str(tmp_path / "out_b"), "-q", "--threads", "2"], {})
