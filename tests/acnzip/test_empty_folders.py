@@ -26,12 +26,16 @@ def tree(root: Path) -> list[str]:
                   for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("bits_back, version", [(True, 9), (False, 8)])
+@pytest.mark.parametrize("bits_back, fitted, version", [(True, True, 10), (True, False, 9),
+                                                      (False, False, 8)])
 def test_an_8bit_folder_with_empty_folders_comes_back_whole(tmp_path, monkeypatch, bits_back,
-                                                            version):
-    """Versions 8 (8-bit models' finer networks) and 9 (the GMM's component by bits back)
-    carry version 7's empty folders too."""
+                                                            fitted, version):
+    """Versions 8 (8-bit models' finer networks), 9 (the GMM's component by bits back) and 10
+    (weights fitted to float32, finer gates) carry version 7's empty folders too."""
+    from acnzip.nn.integer import PRECISION_8BIT_V8
     monkeypatch.setattr(api, "BASE_BITS_BACK", bits_back)
+    if not fitted:
+        monkeypatch.setattr(api, "PRECISION_8BIT", PRECISION_8BIT_V8)
     from PIL import Image
     from .conftest import make_model_file
     from .test_retired_models import _grey_digits
