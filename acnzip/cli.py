@@ -136,14 +136,15 @@ def _explicit(ctx: click.Context, name: str) -> bool:
               "10 paper, 5 cpu]. Decoding time grows with blocks x filters^2. With --init: "
               "append blocks to the model's, each starting as the identity.")
 @click.option("--filters", type=click.IntRange(min=1), help="Feature maps per PixelCNN stack "
-              "[config's: 64 paper, 32 cpu].")
+              "[config's: 64 paper, 32 cpu]. With --init: widen the model's stacks, each new "
+              "map starting with zero weights into the old ones.")
 @click.option("--likelihood", type=click.Choice(["softmax", "logistic"]),
               help="8-bit decoder output: a 256-way softmax per sub-pixel [softmax], or a "
               "discretised mixture of 10 logistics (PixelCNN++; archives with --float only).")
 @click.option("--init", type=_FilePath(dir_okay=False, exists=True, path_type=Path),
               metavar="MODEL.pt", help="Start from this model file's weights (its architecture; "
               "new optimiser; code store from its codes; no KL warm-up unless --kl-warmup; "
-              "--blocks may add PixelCNN blocks).")
+              "--blocks and --filters may grow its PixelCNN).")
 @click.option("--epochs", type=click.IntRange(min=0), help="Epochs in all [config's].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[config's, 64]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),

@@ -31,6 +31,7 @@ from .data import Dataset
 from .distributed import World, weights_digest
 from .gmm import DiagonalGMM, select_gmm
 from .modelfile import file_sha256, load_model, save_model
+from .nn.grow import map_slots
 from .runtime import machine
 from .trainer import (TrainError, Trainer, final_validation, load_checkpoint, pick_device,
                       save_checkpoint)
@@ -246,10 +247,11 @@ def _check_resume_settings(tr: Trainer, config: str | None, overrides: dict) -> 
                              f"{getattr(tr.tc, key)}; settings cannot change when resuming")
 
 
-def _init_weights(init: Path, mc: ModelConfig, blocks: int | None = None
-                  ) -> tuple[ModelConfig, dict]:
+def _init_weights(init: Path, mc: ModelConfig, blocks: int | None = None,
+                  filters: int | None = None) -> tuple[ModelConfig, dict]:
     """The model file `init`'s config and averaged weights, checked against the data's shape.
-    blocks: grow the PixelCNN to this many blocks (see `Trainer.warm_start`); never fewer."""
+    blocks, filters: grow the PixelCNN to this many blocks / feature maps per stack (see
+    `Trainer.warm_start`); never fewer."""
     mf = load_model(init)
     got = mf.config
     if blocks is not None and blocks != got.pixelcnn_blocks:
@@ -257,6 +259,15 @@ def _init_weights(init: Path, mc: ModelConfig, blocks: int | None = None
             raise TrainError(f"--blocks {blocks}: {init} has {got.pixelcnn_blocks} PixelCNN "
                              f"blocks; --init can add blocks, not remove them")
         got = dataclasses.replace(got, pixelcnn_blocks=blocks)
+    if filters is not None and filters != got.pixelcnn_filters:
+        if filters < got.pixelcnn_filters:
+            raise TrainError(f"--filters {filters}: {init} has {got.pixelcnn_filters} feature "
+                             f"maps per stack; --init can add maps, not remove them")
+        try:
+            map_slots(got.pixelcnn_filters, filters, got.channels)
+        except ValueError as e:
+            raise TrainError(f"--filters {filters}: {e}") from None
+        got = dataclasses.replace(got, pixelcnn_filters=filters)
     if (got.channels, got.height, got.width, got.binary) != (mc.channels, mc.height, mc.width,
                                                              mc.binary):
         raise TrainError(f"--init {init}: the model is for {got.channels}x{got.height}x"
@@ -280,10 +291,11 @@ def _trainer(data, valid, config, overrides, resume, dev, opts, arch=None, init=
         weights = None
         if init is not None:
             blocks = arch.pop("pixelcnn_blocks", None)
+            filters = arch.pop("pixelcnn_filters", None)
             if arch:
                 raise TrainError("--init takes the architecture from the model file; leave "
-                                 "out --filters/--likelihood (--blocks may add blocks)")
-            mc, weights = _init_weights(init, mc, blocks)
+                                 "out --likelihood (--blocks and --filters may grow it)")
+            mc, weights = _init_weights(init, mc, blocks, filters)
             if overrides.get("kl_warmup") is None:     # a trained model needs no KL warm-up
                 overrides = {**overrides, "kl_warmup": 0}
         tr = Trainer(mc, train_config(config, **overrides), train_x, valid_x, dev, world)

@@ -58,6 +58,7 @@ from .config import ModelConfig, TrainConfig
 from .distributed import World
 from .errors import AcnzipError
 from .nn import ACN
+from .nn.grow import widened
 from .nn.prior import posterior_log_prob
 from .runtime import LN2
 
@@ -293,13 +294,18 @@ class Trainer:
         blocks): those keep their fresh initialisation except the residual output `h_res`,
         set to zero, so each adds exactly nothing to the horizontal stack and the grown
         model computes bit for bit what the file's model did (its head reads the same h).
+        They may have fewer feature maps per stack (a model grown wider): see
+        `nn.grow.widened`; the wider model computes what the file's did up to rounding.
 
         The Polyak average continues from the file's weights, which are an average already,
         with the full decay (no warm-up), as a resumed run's would; a grown model's average
-        starts afresh with the warm-up, since its new blocks have yet to learn."""
+        starts afresh with the warm-up, since its new blocks or maps have yet to learn."""
         def block(key: str) -> int:          # the PixelCNN block a weight is in, else -1
             return int(key.split(".")[2]) if key.startswith("decoder.blocks.") else -1
 
+        wider = weights["decoder.out1.weight"].shape[0] != self.mc.pixelcnn_filters
+        if wider:
+            weights = widened(weights, self.model.state_dict(), self.mc.channels)
         n_file = 1 + max(map(block, weights), default=-1)
         blocks = self.model.decoder.blocks
         own = {k for k in self.model.state_dict() if block(k) < n_file}
@@ -313,7 +319,7 @@ class Trainer:
         grown = {k: v for k, v in self.model.state_dict().items() if k not in weights}
         for model in (self.model, self.polyak.model):
             model.load_state_dict({**weights, **grown})
-        if not grown:
+        if not grown and not wider:
             self.polyak.settle()
         self.store.set_codes(self.model.eval().codes(self.x))
 

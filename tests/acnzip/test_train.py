@@ -294,8 +294,12 @@ def test_init_refuses_a_model_for_other_images_and_arch_options(tmp_path):
     with pytest.raises(TrainError, match=r"for 1x8x8 binary images, the data are 1x10x10"):
         train(load_array(tmp_path / "big.npy"), tmp_path / "x.pt", config="tiny", init=first,
               opts=RunOptions(**QUIET))
-    with pytest.raises(TrainError, match="leave out --filters/--likelihood"):
-        train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_filters": 16},
+    with pytest.raises(TrainError, match="leave out --likelihood"):
+        train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"likelihood": "logistic"},
+              opts=RunOptions(**QUIET))
+    with pytest.raises(TrainError, match=r"--filters 4: .* has 8 feature maps per stack; --init "
+                                         r"can add maps, not remove them"):
+        train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_filters": 4},
               opts=RunOptions(**QUIET))
     assert not (tmp_path / "x.pt").exists()
 
@@ -329,6 +333,58 @@ def test_init_with_more_blocks_grows_a_model_that_computes_what_the_file_did(tmp
         train(data, tmp_path / "x.pt", config="tiny", init=first, arch={"pixelcnn_blocks": 1},
               opts=RunOptions(**QUIET))
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_init_with_more_filters_widens_a_model_that_computes_what_the_file_did(tmp_path):
+    torch.set_num_threads(1)
+    first, data, valid = _tiny_model_file(tmp_path)               # 2 blocks x 8 maps
+    m = load_model(first).model.eval()
+    from acnzip.train import _trainer
+    tr = _trainer(data, valid, "tiny", {}, None, torch.device("cpu"), RunOptions(**QUIET),
+                  arch={"pixelcnn_filters": 12, "pixelcnn_blocks": 3}, init=first)
+    assert (tr.mc.pixelcnn_filters, tr.mc.pixelcnn_blocks) == (12, 3)
+    x = tr.x[:6]
+    with torch.no_grad():
+        z = m.encoder(x)
+        want = m.decoder(x, z)
+        for grown in (tr.model.eval(), tr.polyak.model.eval()):
+            torch.testing.assert_close(grown.decoder(x, z), want, rtol=0, atol=1e-5)
+            assert torch.equal(grown.encoder(x), z)
+    assert tr.polyak.updates == 0                 # the average warms up afresh
+    b1 = tr.model.decoder.blocks[1]
+    assert not b1.v_conv.weight[:8, 8:].any() and not b1.v_conv.weight[12:20, 8:].any()
+    assert b1.v_conv.weight[8:12].abs().sum() > 0                 # into new maps: fresh
+    before = b1.v_conv.weight[:8, 8:].clone()
+    tr.train_step(np.arange(8))
+    assert not torch.equal(tr.model.decoder.blocks[1].v_conv.weight[:8, 8:], before)  # learns
+    res = train(data, tmp_path / "wide.pt", valid=valid, config="tiny", init=first,
+                arch={"pixelcnn_filters": 12}, overrides={"epochs": 1},
+                opts=RunOptions(max_steps=2, **QUIET))
+    assert load_model(tmp_path / "wide.pt").config.pixelcnn_filters == 12 and res.metadata["init"]
+
+
+@pytest.mark.parametrize("old,new", [(6, 9), (6, 12), (8, 11)])
+def test_widening_colour_models_keeps_each_map_in_its_channel_group(old, new):
+    """RGB: masks read by channel group, so the file's maps must keep their groups."""
+    from acnzip.nn import ACN
+    from acnzip.nn.grow import map_slots, widened
+    from acnzip.nn.pixelcnn import channel_groups
+    torch.manual_seed(0)
+    small = ACN(model_config("tiny", 3, 6, 6, False, pixelcnn_filters=old)).eval()
+    big = ACN(model_config("tiny", 3, 6, 6, False, pixelcnn_filters=new)).eval()
+    slots = map_slots(old, new, 3)
+    assert torch.equal(channel_groups(new, 3)[slots], channel_groups(old, 3))
+    big.load_state_dict(widened(small.state_dict(), big.state_dict(), 3))
+    x = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    z = torch.randn(4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(big.decoder(x, z), small.decoder(x, z), rtol=0, atol=1e-5)
+
+
+def test_widening_refuses_a_width_that_shrinks_a_colour_group():
+    from acnzip.nn.grow import map_slots
+    with pytest.raises(ValueError, match="give colour channel 0 1 of them, fewer than the 2"):
+        map_slots(4, 3, 3)
 
 
 def test_bf16_training_keeps_prior_and_likelihood_float32_and_writes_float32(tmp_path):
