@@ -45,17 +45,22 @@ def _run(tmp_path, jobs, out, minutes="0.02"):
 @pytest.mark.slow
 def test_gpu_script_warm_starts_continue_the_shipped_models(tmp_path):
     _data(tmp_path)
-    done = _run(tmp_path, "bin-init bin-tour mnist8-init mnist8-grow", tmp_path / "out")
+    done = _run(tmp_path, "bin-init bin-tour mnist8-init mnist8-grow mnist8-wide",
+                tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     models = Path(SCRIPT).parents[1] / "acnzip" / "models"
     for name, shipped in (("bin-init", "binarized-mnist.pt"), ("bin-tour", "binarized-mnist.pt"),
-                          ("mnist8-init", "mnist.pt"), ("mnist8-grow", "mnist.pt")):
+                          ("mnist8-init", "mnist.pt"), ("mnist8-grow", "mnist.pt"),
+                          ("mnist8-wide", "mnist.pt")):
         m, ship = load_model(tmp_path / "out" / f"{name}.pt"), load_model(models / shipped)
         assert m.metadata["init"]["file"] == shipped
         if name == "mnist8-grow":               # the shipped model with 8 PixelCNN blocks
             assert m.config.pixelcnn_blocks == 8 and ship.config.pixelcnn_blocks <= 8
             blocks = ship.config.pixelcnn_blocks
             assert dataclasses.replace(m.config, pixelcnn_blocks=blocks) == ship.config
+        elif name == "mnist8-wide":             # ... with 40 feature maps per stack
+            assert (m.config.pixelcnn_filters, ship.config.pixelcnn_filters) == (40, 32)
+            assert dataclasses.replace(m.config, pixelcnn_filters=32) == ship.config
         else:
             assert m.config == ship.config      # the shipped architecture, trained further
         assert m.metadata["train_data"]["n"] == 64
